@@ -1,0 +1,344 @@
+"""unwrap / unwrap_async against real clusters and dask's local schedulers."""
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+import time
+
+import dask
+import pytest
+from distributed import Client, Event, Future, LocalCluster, get_client
+from distributed.client import FutureCancelledError
+from distributed.utils_test import gen_cluster
+
+import unnest
+
+# -- tasks (module level: workers import them by reference) -------------------
+
+_kept = []  # futures a producer keeps alive on its worker, for these tests only
+
+
+def inc(x):
+    return x + 1
+
+
+def fail(x):
+    raise ZeroDivisionError(f"boom {x}")
+
+
+def produce(n, keep=True):
+    """Submit children and return their futures, nested."""
+    client = get_client()
+    futures = [client.submit(inc, i, pure=False) for i in range(n)]
+    if keep:
+        _kept.append(futures)  # the producer's references keep them alive
+    return {"xs": futures, "meta": ("n", n)}
+
+
+def nest(depth):
+    """A future of a future of ... of 42, ``depth`` levels, kept alive."""
+    if depth == 0:
+        return 42
+    future = get_client().submit(nest, depth - 1, pure=False)
+    _kept.append(future)
+    return [future]
+
+
+def fail_inside():
+    future = get_client().submit(fail, 1)
+    _kept.append(future)
+    return {"inner": [future]}
+
+
+def wait_event(name, value):
+    Event(name).wait()
+    return value
+
+
+def set_event(name):
+    Event(name).set()
+    return "set"
+
+
+def unwrap_own_children(depth):
+    """In a task: submit a child that does the same, unwrap it (secede/rejoin)."""
+    if depth == 0:
+        return 0
+    child = get_client().submit(unwrap_own_children, depth - 1, pure=False)
+    return unnest.unwrap({"child": child})["child"] + 1
+
+
+def unwrap_delayed_in_task(n):
+    return unnest.unwrap([dask.delayed(inc)(i) for i in range(n)])
+
+
+@dask.delayed
+def return_delayed(n):
+    return [dask.delayed(x + 1) for x in range(n)]
+
+
+@dask.delayed
+def sumit(upstream):
+    return sum(upstream)
+
+
+@dask.delayed
+def delayed_chain(depth, event_name):
+    """Delayed returning Delayed ``depth`` times; the last one sets an Event."""
+    if depth == 0:
+        return dask.delayed(set_event)(event_name)
+    return delayed_chain(depth - 1, event_name)
+
+
+# -- Futures ------------------------------------------------------------------
+
+
+def test_futures_within_futures_resolve_completely(client):
+    outer = client.submit(nest, 4, pure=False)
+    assert unnest.unwrap({"a": [outer, 1]}) == {"a": [[[[[42]]]], 1]}
+
+
+def test_returned_futures_arrive_unbound_and_are_bound(client):
+    producer = client.submit(produce, 5)
+    raw = producer.result()
+    assert all(f.status is None for f in raw["xs"])  # what distributed hands us
+    assert unnest.unwrap(producer) == {"xs": [1, 2, 3, 4, 5], "meta": ("n", 5)}
+    assert unnest.unwrap(raw, client=client)["xs"] == [1, 2, 3, 4, 5]
+
+
+def test_forgotten_key_fails_fast_with_its_name(client):
+    future = client.submit(inc, 1)
+    key = future.key
+    future.result()
+    client.cancel(future)  # a request: the scheduler has forgotten it on return
+    unbound = Future(key)  # what deserialising a returned future gives
+    with pytest.raises(unnest.ForgottenFutureError, match=key) as info:
+        unnest.unwrap({"a": [unbound]}, client=client, timeout=10)
+    assert "hand_off" in str(info.value) and "obj['a'][0]" in str(info.value)
+
+
+def test_failed_future_raises_original_exception_with_path(client):
+    bad = client.submit(fail, 7)
+    with pytest.raises(ZeroDivisionError, match="boom 7") as info:
+        unnest.unwrap({"a": [1, {"b": bad}]})
+    assert info.value.__notes__ == [f"raised by the future {bad.key!r} at obj['a'][1]['b']"]
+    assert info.traceback[-1].name == "fail"  # the remote traceback is kept
+    # again: the note is not repeated on the shared exception object
+    with pytest.raises(ZeroDivisionError) as info:
+        unnest.unwrap({"a": [1, {"b": bad}]})
+    assert len(info.value.__notes__) == 1
+
+
+def test_failure_deep_inside_a_result_names_the_full_path(client):
+    outer = client.submit(fail_inside)
+    with pytest.raises(ZeroDivisionError) as info:
+        unnest.unwrap([outer])
+    assert info.value.__notes__[-1].endswith("at obj[0].result()['inner'][0]")
+
+
+def test_cancelled_future_raises_future_cancelled_error(client):
+    event = Event("never")
+    blocked = client.submit(wait_event, "never", 1, pure=False)
+    client.cancel(blocked)
+    with pytest.raises(FutureCancelledError) as info:
+        unnest.unwrap([blocked])
+    assert isinstance(info.value, concurrent.futures.CancelledError)
+    assert "obj[0]" in info.value.__notes__[-1]
+    event.set()
+
+
+def test_return_exceptions_puts_exceptions_in_place(client):
+    bad = client.submit(fail, 1)
+    good = client.submit(inc, 1)
+    result = unnest.unwrap({"bad": bad, "good": [good]}, return_exceptions=True)
+    assert result["good"] == [2]
+    assert isinstance(result["bad"], ZeroDivisionError)
+
+
+def test_timeout_is_honoured_and_nothing_is_cancelled(client):
+    blocked = client.submit(wait_event, "go-timeout", "late", pure=False)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"within 0.5 s.*obj\['x'\]"):
+        unnest.unwrap({"x": blocked}, timeout=0.5)
+    assert time.monotonic() - start < 0.5 + 0.5
+    assert blocked.status == "pending"  # the user's future lives on
+    Event("go-timeout").set()
+    assert unnest.unwrap({"x": blocked}) == {"x": "late"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"timeout": -1}, ValueError, "`timeout` must be non-negative"),
+        ({"timeout": "1s"}, TypeError, "`timeout` must be a number"),
+        ({"timeout": float("nan")}, ValueError, "`timeout` must be non-negative"),
+        ({"client": "tcp://x"}, TypeError, "`client` must be a distributed.Client"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        unnest.unwrap([1], **kwargs)
+
+
+def test_eager_fast_deep_branch_is_not_held_back_by_slow_shallow_one(client):
+    # The slow future waits for an event that only the deepest level of the
+    # Delayed chain sets. A level-by-level resolver would wait for the slow
+    # future before submitting that level, and never finish.
+    slow = client.submit(wait_event, "eager", "slow", pure=False)
+    result = unnest.unwrap([slow, delayed_chain(4, "eager")], timeout=30)
+    assert result == ["slow", "set"]
+
+
+def test_finished_futures_are_fetched_in_one_batch(client):
+    futures = client.map(inc, range(300))
+    client.gather(futures)
+    nested = {"a": [{"f": f} for f in futures[:150]], "b": tuple(futures[150:])}
+    gathers = []
+    original = client._gather
+
+    async def counting_gather(*args, **kwargs):
+        gathers.append(len(args[0]))
+        return await original(*args, **kwargs)
+
+    client._gather = counting_gather
+    try:
+        result = unnest.unwrap(nested)
+    finally:
+        del client._gather
+    assert result["a"][0] == {"f": 1} and result["b"][-1] == 300
+    assert gathers == [300]
+
+
+def test_no_thread_per_future_and_no_sleeping(client):
+    futures = [client.submit(wait_event, "many", i, pure=False) for i in range(200)]
+    sleeps = []
+
+    def profile(frame, event, arg):
+        if event == "c_call" and arg is time.sleep:
+            sleeps.append(frame.f_code.co_name)
+
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(unnest.unwrap({"fs": futures})))
+    before = threading.active_count()
+    threading.setprofile(profile)
+    sys.setprofile(profile)
+    try:
+        waiter.start()
+        Event("many").set()
+        waiter.join(timeout=30)
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    assert result == [{"fs": list(range(200))}]
+    assert threading.active_count() <= before + 1
+    assert sleeps == []
+
+
+def test_threads_share_structures_safely(client):
+    futures = client.map(inc, range(50))
+    shared = {"fs": futures, "nested": [client.submit(nest, 2, pure=False)]}
+    expected = {"fs": list(range(1, 51)), "nested": [[[42]]]}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: unnest.unwrap(shared), range(8 * 5)))
+    assert all(r == expected for r in results)
+
+
+def test_unbound_future_without_a_client_is_a_clear_error():
+    with pytest.raises(ValueError, match="not bound to a client and no client is active"):
+        unnest.unwrap([Future("some-key")])
+
+
+def test_concurrent_futures_from_client_executor(client):
+    with client.get_executor() as executor:
+        nested = executor.submit(nest, 2)  # a concurrent future of futures
+        assert isinstance(nested, concurrent.futures.Future)
+        assert unnest.unwrap({"x": nested}) == {"x": [[42]]}
+
+
+# -- Delayed and collections --------------------------------------------------
+
+
+def test_toy_example_on_distributed(client):
+    assert unnest.unwrap(sumit(return_delayed(10))) == 55
+    assert unnest.unwrap([return_delayed(3), {"s": sumit(return_delayed(4))}]) == [
+        [1, 2, 3],
+        {"s": 10},
+    ]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_toy_example_on_local_schedulers(scheduler):
+    with dask.config.set(scheduler=scheduler):
+        assert unnest.unwrap(sumit(return_delayed(10))) == 55
+
+
+def test_shared_dependencies_of_delayed_run_once(client):
+    calls = dask.delayed(inc)(0, dask_key_name="shared-dep")
+    a = dask.delayed(inc)(calls)
+    b = dask.delayed(inc)(calls)
+    assert unnest.unwrap({"a": a, "b": b}) == {"a": 2, "b": 2}
+    story = client.run_on_scheduler(
+        lambda dask_scheduler: [t for t in dask_scheduler.transition_log if t[0] == "shared-dep"]
+    )
+    assert sum(1 for t in story if t[2] == "memory") == 1
+
+
+def test_dask_bag_is_computed():
+    import dask.bag as db
+
+    bag = db.from_sequence([1, 2, 3], npartitions=2).map(inc)
+    assert unnest.unwrap({"bag": bag}) == {"bag": [2, 3, 4]}
+
+
+def test_failing_delayed_names_its_place():
+    with pytest.raises(ZeroDivisionError) as info, dask.config.set(scheduler="sync"):
+        unnest.unwrap({"d": dask.delayed(fail)(3)})
+    assert info.value.__notes__[-1].endswith("at obj['d']")
+
+
+# -- Inside workers -------------------------------------------------------------
+
+
+def test_one_thread_worker_does_not_deadlock():
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert client.submit(unwrap_own_children, 3).result(timeout=60) == 3
+        assert client.submit(unwrap_delayed_in_task, 5).result(timeout=60) == [1, 2, 3, 4, 5]
+
+
+# -- In-process clusters: other clients and asynchronous use -------------------
+
+
+@gen_cluster(client=True)
+async def test_unwrap_async_with_asynchronous_client(c, s, a, b):
+    outer = c.submit(nest, 2, pure=False)
+    assert await unnest.unwrap_async({"x": outer}) == {"x": [[42]]}
+
+
+@gen_cluster(client=True)
+async def test_blocking_unwrap_in_the_loop_thread_says_what_to_use(c, s, a, b):
+    with pytest.raises(RuntimeError, match="unwrap_async"):
+        unnest.unwrap([c.submit(inc, 1)], client=c)
+
+
+@gen_cluster(client=True)
+async def test_future_of_another_live_client_is_taken_over(c, s, a, b):
+    async with Client(s.address, asynchronous=True) as other:
+        theirs = other.submit(inc, 10)
+        with pytest.raises(ValueError, match="another client"):
+            await c.gather([theirs])
+        assert await unnest.unwrap_async([theirs], client=c) == [11]
+        assert theirs.client is other  # the user's future is left alone
+
+
+def test_unwrap_async_without_a_client():
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor() as pool:
+            return await unnest.unwrap_async([pool.submit(lambda: (pool.submit(inc, 1),))])
+
+    assert asyncio.run(main()) == [(2,)]

@@ -1,0 +1,266 @@
+"""The registry and the walk over plain containers (no cluster needed)."""
+
+import collections
+import concurrent.futures
+import copy
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import Attrs, FrozenPair, Pair, Point, WithHidden, structures
+
+import unnest
+
+
+def done(value):
+    """A finished concurrent.futures.Future holding ``value``."""
+    f = concurrent.futures.Future()
+    f.set_result(value)
+    return f
+
+
+def swap_leaves(obj, make):
+    """``obj`` with every int leaf replaced by ``make(leaf)`` (a reference walk)."""
+    if type(obj) is int:
+        return make(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(swap_leaves(x, make) for x in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(swap_leaves(x, make) for x in obj)
+    if isinstance(obj, collections.deque):
+        return collections.deque((swap_leaves(x, make) for x in obj), maxlen=obj.maxlen)
+    if isinstance(obj, dict):
+        new = copy.copy(obj)
+        for k in new:
+            new[k] = swap_leaves(new[k], make)
+        return new
+    if dataclasses.is_dataclass(obj):
+        new = copy.copy(obj)
+        for f in dataclasses.fields(obj):
+            object.__setattr__(new, f.name, swap_leaves(getattr(obj, f.name), make))
+        return new
+    return obj
+
+
+def same_types(a, b):
+    """``a == b`` with the same container types all the way down."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple, collections.deque)):
+        return len(a) == len(b) and all(same_types(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_types(a[k], b[k]) for k in a)
+    if dataclasses.is_dataclass(a):
+        return all(
+            same_types(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    return a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(structures())
+def test_nothing_to_resolve_gives_the_same_object(obj):
+    assert unnest.unwrap(obj) is obj
+
+
+@settings(max_examples=300, deadline=None)
+@given(structures())
+def test_finished_futures_swapped_in_give_equal_values_of_equal_types(obj):
+    with_futures = swap_leaves(obj, done)
+    before = repr(with_futures)
+    result = unnest.unwrap(with_futures)
+    assert same_types(result, obj)
+    assert repr(with_futures) == before  # the input is never mutated
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        list,
+        tuple,
+        lambda xs: Point(*xs),
+        lambda xs: dict(enumerate(xs)),
+        lambda xs: collections.OrderedDict(enumerate(xs)),
+        lambda xs: collections.Counter(dict(enumerate(xs))),
+        lambda xs: collections.defaultdict(set, enumerate(xs)),
+        lambda xs: Attrs("tag", enumerate(xs)),
+        lambda xs: collections.deque(xs, maxlen=5),
+        lambda xs: Pair(*xs),
+        lambda xs: FrozenPair(*xs),
+    ],
+)
+def test_each_container_is_rebuilt_as_its_own_type(make):
+    original = make([done(1), 2])
+    result = unnest.unwrap(original)
+    assert type(result) is type(original)
+    assert list(result.values() if isinstance(result, dict) else _fields(result)) == [1, 2]
+    if isinstance(original, collections.defaultdict):
+        assert result.default_factory is set
+    if isinstance(original, collections.deque):
+        assert result.maxlen == 5
+    if isinstance(original, Attrs):
+        assert result.tag == "tag"
+
+
+def _fields(obj):
+    if dataclasses.is_dataclass(obj):
+        return [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    return list(obj)
+
+
+def test_sets_and_frozensets():
+    assert unnest.unwrap({done(1), 2}) == {1, 2}
+    result = unnest.unwrap(frozenset({done("a"), "b"}))
+    assert type(result) is frozenset and result == {"a", "b"}
+
+
+def test_dict_keys_that_are_resolvable_are_resolved():
+    assert unnest.unwrap({done("k"): done("v"), "x": 1}) == {"k": "v", "x": 1}
+
+
+def test_unhashable_resolved_key_is_a_clear_error():
+    with pytest.raises(TypeError, match=r"cannot rebuild the dict at obj\['a'\]"):
+        unnest.unwrap({"a": {done([1]): 1}})
+
+
+def test_dataclass_init_false_field_and_custom_init_are_kept():
+    @dataclasses.dataclass
+    class Custom:
+        a: object
+        b: object = dataclasses.field(init=False)
+
+        def __init__(self, a):
+            self.a = a
+            self.b = done("b")
+
+    result = unnest.unwrap(Custom(done("a")))
+    assert (result.a, result.b) == ("a", "b")
+    hidden = unnest.unwrap(WithHidden(done(3)))
+    # init=False field holds ("derived", <future>): walked and resolved too.
+    assert hidden.shown == 3 and hidden.hidden == ("derived", 3)
+
+
+def test_leaves_come_back_as_the_very_same_object():
+    def gen():
+        yield 1
+
+    class Thing:
+        pass
+
+    import numpy as np
+
+    leaves = ["s", b"b", 10**100, 1.5, np.arange(3), iter([1, 2]), gen(), Thing, Thing()]
+    result = unnest.unwrap([*leaves, done(0)])
+    assert all(a is b for a, b in zip(result, leaves))
+    assert next(leaves[5]) == 1 and next(leaves[6]) == 1  # never consumed
+
+
+def test_structural_sharing_and_no_mutation():
+    clean = {"deep": [1, 2, {"x": (3,)}]}
+    dirty = [done(1)]
+    obj = {"clean": clean, "dirty": dirty, "again": dirty}
+    snapshot = copy.copy(obj)
+    result = unnest.unwrap(obj)
+    assert result["clean"] is clean
+    assert result["dirty"] is result["again"] == [1]
+    assert (
+        obj == snapshot
+        and obj["dirty"] is dirty
+        and isinstance(dirty[0], concurrent.futures.Future)
+    )
+
+
+def test_deep_nesting_is_iterative():
+    obj = inner = []
+    for _ in range(100_000):
+        inner.append([])
+        inner = inner[0]
+    assert unnest.unwrap(obj) is obj
+    inner.append(done("bottom"))
+    result = unnest.unwrap(obj)
+    for _ in range(100_001):
+        result = result[0]
+    assert result == "bottom"
+
+
+def test_long_chain_of_concurrent_futures():
+    chain = "end"
+    for _ in range(100_000):
+        chain = done(chain)
+    assert unnest.unwrap(chain) == "end"
+
+
+def test_self_reference_without_anything_to_resolve_is_returned_as_is():
+    a = [1, 2]
+    a.append(a)
+    d = {"a": a}
+    d["d"] = d
+    assert unnest.unwrap(a) is a
+    assert unnest.unwrap(d) is d
+
+
+def test_self_reference_with_something_to_resolve_is_a_value_error():
+    a = [done(1)]
+    a.append({"back": a})
+    with pytest.raises(ValueError, match=r"cycle at obj: this list contains itself"):
+        unnest.unwrap(a)
+    b = {"x": [done(1)]}
+    b["x"].append(b["x"])
+    with pytest.raises(ValueError, match=r"cycle at obj\['x'\]"):
+        unnest.unwrap(b)
+
+
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+
+@unnest.register_container(Box, label=lambda box, i: ".value")
+def _flatten_box(box):
+    return [box.value], lambda values: Box(values[0])
+
+
+class SubBox(Box):
+    pass
+
+
+def test_registered_user_container_is_walked():
+    box = Box([done(1), Box(done(2))])
+    result = unnest.unwrap(box)
+    assert isinstance(result, Box) and result.value[0] == 1 and result.value[1].value == 2
+    plain = Box([1])
+    assert unnest.unwrap(plain) is plain
+    assert isinstance(unnest.unwrap(SubBox(done(1))), Box)  # subclasses follow the base
+
+
+def test_registered_container_errors_name_the_path():
+    failed = concurrent.futures.Future()
+    failed.set_exception(KeyError("nope"))
+    with pytest.raises(KeyError) as info:
+        unnest.unwrap({"a": Box([0, failed])})
+    assert info.value.__notes__[-1].endswith("at obj['a'].value[1]")
+
+
+def test_register_container_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="`cls` must be a type"):
+        unnest.register_container("Box", lambda x: x)
+    with pytest.raises(TypeError, match="`flatten` must be callable"):
+        unnest.register_container(Box, 3)
+
+
+def test_broken_flatten_is_reported_with_its_place():
+    class Broken:
+        pass
+
+    def flatten(obj):
+        raise RuntimeError("broken")
+
+    unnest.register_container(Broken, flatten)
+    with pytest.raises(TypeError, match=r"cannot take apart the Broken at obj\[1\]"):
+        unnest.unwrap([0, Broken()])
+
+
+@given(st.lists(st.integers(), max_size=20))
+def test_sets_of_futures(xs):
+    assert unnest.unwrap({done(x) for x in xs} | {"plain"}) == set(xs) | {"plain"}

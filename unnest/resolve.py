@@ -1,0 +1,1028 @@
+"""``unwrap`` and ``unwrap_async``: resolve placeholders anywhere, to any depth.
+
+Design
+------
+A call builds one ``_Resolution``. It walks the input with an explicit stack
+(``_walk``), using only the registry of :mod:`unnest.traverse`, and sorts every
+element into one of three outcomes:
+
+* ``_SAME``: nothing inside to resolve; the object is reused as is;
+* a new value: something inside was already resolved, the container was
+  rebuilt (only containers on the path to a change are ever copied);
+* a ``_Node``: something inside is still pending. A node keeps the list of its
+  children's values, a count of pending slots and its parents (a node has
+  several when a container or a future is referenced more than once).
+
+Each placeholder (``distributed.Future``, ``concurrent.futures.Future``, a dask
+collection) becomes a *pending node* with one slot. When its value arrives the
+value is walked again -- so a future whose result holds more futures resolves
+completely -- and the outcome fills the slot. A node whose last slot fills
+rebuilds its container and fills its parents in turn (``_fill``, a work list,
+never recursion), until the root is filled and the call returns.
+
+Waiting is driven by one event loop, never by sleeping:
+
+* with a distributed client, the client's loop. A future that is not yet done
+  gets one small task awaiting its ``FutureState`` (the same event that
+  ``Client.gather`` awaits); futures that are done are collected and fetched
+  together by one ``Client._gather`` per loop iteration, so N finished futures
+  cost one round trip, not N. Delayed and other collections discovered in one
+  walk are submitted together by one ``client.compute`` (shared dependencies
+  run once);
+* without a client, the calling coroutine's loop (``unwrap_async``) or a
+  private loop in a daemon thread (``unwrap``). ``concurrent.futures.Future``
+  objects report back through ``add_done_callback`` and
+  ``call_soon_threadsafe``; collections are computed with ``dask.compute``
+  in an executor thread, one call per wave of discovered collections.
+
+Every placeholder starts waiting the moment it is discovered: a fast deep
+branch is never held back by a slow shallow one.
+
+Futures are always waited on through one client, the *primary* client:
+``client=``, else the client of the running worker task, else the current or
+default client, else the client of the first bound future. Futures that are
+unbound (a multi-process cluster deserialises returned futures without a
+client) or bound to another live client of the same scheduler are taken over
+by key: a new ``Future(key, client)`` registers interest with the client, and
+if the client did not know the key we send the scheduler
+``client-desires-keys`` followed by ``report-key``. The scheduler handles both
+in order on one stream: a key it still has is now held for us and reported
+when done; a key it has forgotten is answered at once with ``cancelled-keys``,
+which we turn into :class:`ForgottenFutureError` instead of a hang. The user's
+own futures are never cancelled or released by us; only ours are dropped.
+
+The sync ``unwrap`` walks the input in the calling thread, so a structure with
+nothing to resolve costs no thread hop, then blocks on a
+``concurrent.futures.Future`` for the coroutine running on the loop. Inside a
+worker task it secedes from the worker's thread pool while it waits and
+rejoins after, so a one-thread worker can run the tasks it waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from unnest.traverse import CFUTURE, COLLECTION, FUTURE, LEAF, Container, _kinds, kind_of
+
+__all__ = ["ForgottenFutureError", "unwrap", "unwrap_async", "unwrap_or_wait"]
+
+T = TypeVar("T")
+
+_SAME = object()  # outcome: nothing inside to resolve
+_EXPANDING = object()  # memo marker: container on the walk stack (cycle check)
+_ROOT = object()  # the kind of the root node
+
+
+class ForgottenFutureError(RuntimeError):
+    """The scheduler no longer knows a future's key, so its value is gone.
+
+    This is what happens to futures that a task returns when the task did not
+    hand them off: the scheduler forgets them as soon as the producing task
+    drops its references. Use :func:`unnest.hand_off` in the producer, or
+    decorate it with :func:`unnest.resolving` / :func:`unnest.resolves_nested`.
+    """
+
+    def __init__(self, key: Any, path: str):
+        self.key = key
+        self.path = path
+        super().__init__(
+            f"the scheduler has forgotten key {key!r} (the future at {path}), so its "
+            "value is lost. This happens when a task returns futures without handing "
+            "them off: the task's own references were the last ones. Call "
+            "unnest.hand_off(...) on the value the task returns, or decorate the task "
+            "with @unnest.resolving / @unnest.resolves_nested."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.key, self.path)
+
+
+class _Node:
+    """A container, placeholder or root whose value is not known yet."""
+
+    __slots__ = ("future", "kind", "npending", "obj", "parents", "rebuild", "since", "values")
+
+    def __init__(self, obj: Any, kind: Any, rebuild: Any, values: list[Any], npending: int):
+        self.obj = obj
+        self.kind = kind  # a Container, FUTURE, CFUTURE, COLLECTION or _ROOT
+        self.rebuild = rebuild
+        self.values = values
+        self.npending = npending
+        self.parents: list[tuple[_Node, int]] = []
+        self.future: Any = None  # the distributed.Future we wait on, if any
+        self.since: float | None = None  # when we took `future` over by key
+
+
+def _label(node: _Node, i: int) -> str:
+    kind = node.kind
+    if kind is _ROOT:
+        return ""
+    if kind is FUTURE or kind is CFUTURE:
+        return ".result()"
+    if kind is COLLECTION:
+        return ".compute()"
+    return kind.label(node.obj, i)
+
+
+def _path(node: _Node, i: int) -> str:
+    """Where slot ``i`` of ``node`` sits in the user's structure, as Python."""
+    parts = []
+    seen = set()
+    while node.kind is not _ROOT and id(node) not in seen and node.parents:
+        seen.add(id(node))
+        parts.append(_label(node, i))
+        node, i = node.parents[0]
+    return "obj" + "".join(reversed(parts))
+
+
+def _where(node: _Node) -> str:
+    """Where a node sits in the user's structure."""
+    return _path(*node.parents[0]) if node.parents else "obj"
+
+
+def _add_note(exc: BaseException, note: str) -> BaseException:
+    # The exception object may be shared (a future's stored exception); never
+    # add the same note twice across repeated calls.
+    notes = getattr(exc, "__notes__", None) or []
+    if note not in notes:
+        if sys.version_info >= (3, 11):
+            exc.add_note(note)
+        else:  # PEP 678 by hand: tracebacks on 3.10 do not print it
+            with contextlib.suppress(Exception):
+                exc.__notes__ = [*notes, note]  # type: ignore[attr-defined]
+    return exc
+
+
+def _describe(node: _Node) -> str:
+    if node.kind is FUTURE:
+        key = node.future.key if node.future is not None else node.obj.key
+        return f"the future {key!r}"
+    if node.kind is CFUTURE:
+        return "the concurrent.futures.Future"
+    return f"the dask collection {_collection_name(node.obj)}"
+
+
+def _collection_name(obj: Any) -> str:
+    key = getattr(type(obj), "key", None)
+    if key is not None:
+        with contextlib.suppress(Exception):
+            return repr(obj.key)
+    return type(obj).__name__
+
+
+# ---------------------------------------------------------------------------
+# Clients, loops, workers
+
+
+def _distributed() -> Any:
+    import distributed
+
+    return distributed
+
+
+def _current_client() -> Any:
+    """The worker task's client, else the current/default client, else None."""
+    if "distributed" not in sys.modules:
+        return None
+    distributed = _distributed()
+    try:
+        distributed.get_worker()
+    except ValueError:
+        pass
+    else:
+        return distributed.get_client()
+    try:
+        return distributed.Client.current(allow_global=True)
+    except ValueError:
+        return None
+
+
+def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+_private: tuple[int, asyncio.AbstractEventLoop] | None = None
+_private_lock = threading.Lock()
+
+
+def _private_loop() -> asyncio.AbstractEventLoop:
+    """A loop in a daemon thread for ``unwrap`` calls that involve no client."""
+    global _private
+    with _private_lock:
+        if _private is None or _private[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="unnest-loop", daemon=True)
+            thread.start()
+            _private = (os.getpid(), loop)
+        return _private[1]
+
+
+@contextlib.contextmanager
+def _seceded() -> Iterator[None]:
+    """Leave the worker's thread pool while we block, if we run in a task."""
+    seceded = False
+    worker_mod = sys.modules.get("distributed.worker")
+    # thread_state.start_time is set only in threads running a worker task.
+    if worker_mod is not None and hasattr(worker_mod.thread_state, "start_time"):
+        with contextlib.suppress(KeyError):  # KeyError: already seceded
+            worker_mod.secede()
+            seceded = True
+    try:
+        yield
+    finally:
+        if seceded:
+            _distributed().rejoin()
+
+
+# ---------------------------------------------------------------------------
+# The resolution
+
+
+class _Resolution:
+    def __init__(self, client: Any, timeout: float | None, return_exceptions: bool):
+        self.client = client  # the primary client, decided lazily
+        self.client_fixed = client is not None
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timeout = timeout
+        self.return_exceptions = return_exceptions
+        self.memo: dict[int, tuple[Any, Any]] = {}
+        self.by_key: dict[Any, _Node] = {}
+        self.new: list[_Node] = []  # pending nodes discovered, not started yet
+        self.unfinished: set[_Node] = set()  # placeholders still waiting
+        self.root = _Node(None, _ROOT, None, [None], 1)
+        self.loop: Any = None  # the asyncio loop that run() drives
+        self.done: asyncio.Future[Any] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.to_fetch: list[_Node] = []
+        self.wave: list[_Node] = []
+        self.error: BaseException | None = None
+        self.ready: collections.deque[tuple[_Node, Any]] = collections.deque()
+        self.draining = False
+
+    # -- walking -----------------------------------------------------------
+
+    def begin(self, obj: Any) -> Any:
+        """Walk the input; return its value, or ``self.root`` if pending."""
+        out = self._walk(obj, self.root, 0)
+        if out is _SAME:
+            return obj
+        if not isinstance(out, _Node):
+            return out
+        out.parents.append((self.root, 0))
+        # Decide the primary client now: it decides which loop drives the wait.
+        if self.client is None:
+            futures = [node.obj for node in self.new if node.kind is FUTURE]
+            if futures:
+                self._primary(futures[0])
+            else:
+                collections = [node.obj for node in self.new if node.kind is COLLECTION]
+                if collections:
+                    self.client = _distributed_scheduler(collections)
+        return self.root
+
+    def _walk(self, obj: Any, parent: _Node, pidx: int) -> Any:
+        """The outcome of ``obj``: ``_SAME``, a new value or a pending ``_Node``.
+
+        ``parent``/``pidx`` only serve to name places in error messages.
+        """
+        kinds = _kinds
+        try:
+            kind = kinds[type(obj)]
+        except KeyError:
+            kind = kind_of(type(obj))
+        if kind is LEAF:
+            return _SAME
+        if not isinstance(kind, Container):
+            return self._placeholder(obj, kind)
+
+        memo = self.memo
+        hit = memo.get(id(obj))
+        if hit is not None:
+            return self._memo_outcome(hit[1], obj, parent, pidx, [])
+        memo[id(obj)] = (obj, _EXPANDING)
+        children, rebuild = self._flatten(kind, obj, parent, pidx, [])
+        # A frame: [obj, kind, children, next index, rebuild, changes, pending]
+        stack: list[list[Any]] = [[obj, kind, children, 0, rebuild, None, None]]
+        while True:
+            frame = stack[-1]
+            children = frame[2]
+            i = frame[3]
+            n = len(children)
+            descend = None
+            while i < n:
+                child = children[i]
+                i += 1
+                try:
+                    kind = kinds[type(child)]
+                except KeyError:
+                    kind = kind_of(type(child))
+                if kind is LEAF:
+                    continue
+                if isinstance(kind, Container):
+                    hit = memo.get(id(child))
+                    if hit is None:
+                        descend = child
+                        break
+                    out = self._memo_outcome(hit[1], child, parent, pidx, stack)
+                else:
+                    out = self._placeholder(child, kind)
+                if out is not _SAME:
+                    _record(frame, i - 1, out)
+            frame[3] = i
+            if descend is not None:
+                memo[id(descend)] = (descend, _EXPANDING)
+                children, rebuild = self._flatten(kind, descend, parent, pidx, stack, True)
+                stack.append([descend, kind, children, 0, rebuild, None, None])
+                continue
+            stack.pop()
+            out = self._finish(frame, parent, pidx, stack)
+            memo[id(frame[0])] = (frame[0], out)
+            if not stack:
+                return out
+            if out is not _SAME:
+                parent_frame = stack[-1]
+                _record(parent_frame, parent_frame[3] - 1, out)
+
+    def _memo_outcome(
+        self, out: Any, obj: Any, parent: _Node, pidx: int, stack: list[list[Any]]
+    ) -> Any:
+        if out is _EXPANDING:
+            # A reference back to a container we are inside of: a cycle. It is
+            # fine while that container turns out to hold nothing to resolve.
+            for frame in stack:
+                if frame[0] is obj:
+                    frame.append(True)  # frame[7]: "is part of a cycle"
+            return _SAME
+        if isinstance(out, _Node) and parent is not self.root and _reaches(out, parent):
+            raise ValueError(
+                f"cycle at {self._frames_path(parent, pidx, [*stack, None])}: a resolved value "
+                "contains a container that is waiting for that very value"
+            )
+        return out
+
+    def _flatten(
+        self,
+        kind: Container,
+        obj: Any,
+        parent: _Node,
+        pidx: int,
+        stack: list[list[Any]],
+        below: bool = False,
+    ) -> Any:
+        # `below`: obj is the child being descended into, not yet on `stack`.
+        try:
+            return kind.flatten(obj)
+        except Exception as e:
+            where = self._frames_path(parent, pidx, [*stack, None] if below else stack)
+            raise TypeError(f"cannot take apart the {type(obj).__name__} at {where}: {e!r}") from e
+
+    def _finish(self, frame: list[Any], parent: _Node, pidx: int, stack: list[list[Any]]) -> Any:
+        obj, kind, children, _, rebuild, changes, pending = frame[:7]
+        if changes is None and pending is None:
+            return _SAME
+        if len(frame) > 7:
+            raise ValueError(
+                f"cycle at {self._frames_path(parent, pidx, [*stack, frame])}: this "
+                f"{type(obj).__name__} contains itself and holds something to resolve, "
+                "so it cannot be rebuilt"
+            )
+        values = list(children)
+        for i, value in changes or ():
+            values[i] = value
+        if pending is None:
+            return self._rebuild(
+                kind, obj, rebuild, values, lambda: self._frames_path(parent, pidx, [*stack, frame])
+            )
+        node = _Node(obj, kind, rebuild, values, len(pending))
+        for i, child in pending:
+            child.parents.append((node, i))
+        return node
+
+    def _rebuild(
+        self, kind: Container, obj: Any, rebuild: Any, values: list[Any], where: Callable[[], str]
+    ) -> Any:
+        try:
+            return rebuild(values)
+        except Exception as e:
+            raise TypeError(
+                f"cannot rebuild the {type(obj).__name__} at {where()} from its "
+                f"resolved contents: {e!r}"
+            ) from e
+
+    def _frames_path(self, parent: _Node, pidx: int, stack: list[Any]) -> str:
+        """The path of the innermost frame on ``stack``."""
+        parts = [_path(parent, pidx)]
+        for frame in stack[:-1]:
+            parts.append(frame[1].label(frame[0], frame[3] - 1))
+        return "".join(parts)
+
+    def _placeholder(self, obj: Any, kind: Any) -> Any:
+        if kind is COLLECTION:
+            # dask.is_dask_collection, without importing dask for other types.
+            try:
+                graph = obj.__dask_graph__()
+            except Exception:
+                graph = None
+            if graph is None:
+                return _SAME
+        if kind is FUTURE:
+            key = ("future", obj.key)
+            node = self.by_key.get(key)
+            if node is None:
+                node = self.by_key[key] = _Node(obj, kind, None, [None], 1)
+                self.new.append(node)
+            return node
+        hit = self.memo.get(id(obj))
+        if hit is not None:
+            return hit[1]
+        node = _Node(obj, kind, None, [None], 1)
+        self.memo[id(obj)] = (obj, node)
+        self.new.append(node)
+        return node
+
+    # -- completing ----------------------------------------------------------
+
+    def _complete(self, node: _Node, value: Any) -> None:
+        """A placeholder produced ``value``: walk it and fill the node's slot."""
+        self.unfinished.discard(node)
+        node.future = None  # drop our reference: the key may be released now
+        try:
+            out = self._walk(value, node, 0)
+            if isinstance(out, _Node):
+                out.parents.append((node, 0))
+            else:
+                self._fill(node, value if out is _SAME else out)
+            self._start()
+        except BaseException as e:
+            self._abort(e)
+
+    def _fill(self, node: _Node, value: Any) -> None:
+        work = [(node, 0, value)]
+        memo = self.memo
+        while work:
+            node, i, value = work.pop()
+            node.values[i] = value
+            node.npending -= 1
+            if node.npending:
+                continue
+            kind = node.kind
+            if kind is _ROOT:
+                if self.done is not None and not self.done.done():
+                    self.done.set_result(value)
+                continue
+            if isinstance(kind, Container):
+                value = self._rebuild(
+                    kind, node.obj, node.rebuild, node.values, functools.partial(_where, node)
+                )
+                memo[id(node.obj)] = (node.obj, value)
+            else:
+                value = node.values[0]
+            for parent, j in node.parents:
+                work.append((parent, j, value))
+
+    def _fail(self, node: _Node, exc: BaseException) -> None:
+        """A placeholder raised ``exc``."""
+        self.unfinished.discard(node)
+        node.future = None
+        if self.return_exceptions:
+            try:
+                self._fill(node, exc)
+            except BaseException as e:
+                self._abort(e)
+            return
+        where = _where(node)
+        self._abort(_add_note(exc, f"raised by {_describe(node)} at {where}"))
+
+    def _abort(self, exc: BaseException) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(exc)
+        elif self.error is None:
+            self.error = exc
+
+    # -- waiting -------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Start waiting on every placeholder discovered since the last call."""
+        new, self.new = self.new, []
+        for node in new:
+            self.unfinished.add(node)
+            if node.kind is FUTURE:
+                self._start_future(node, node.obj)
+            elif node.kind is CFUTURE:
+                self._start_concurrent(node)
+            else:
+                self.wave.append(node)
+        if self.wave:
+            wave, self.wave = self.wave, []
+            self._compute(wave)
+        if self.ready and not self.draining:
+            # Finished concurrent futures are taken in a loop, not by
+            # recursion: a chain of 100,000 of them must not overflow.
+            self.draining = True
+            try:
+                while self.ready:
+                    self._concurrent_done(*self.ready.popleft())
+            finally:
+                self.draining = False
+
+    def _primary(self, future: Any = None) -> Any:
+        if self.client is None:
+            client = _current_client()
+            if client is None and future is not None:
+                client = future._client
+            if client is None:
+                raise ValueError(
+                    f"cannot resolve the future {future.key!r}: it is not bound to a "
+                    "client and no client is active. Pass client=... or create a "
+                    "distributed.Client first"
+                )
+            self.client = client
+        return self.client
+
+    def _bind(self, node: _Node, future: Any) -> Any:
+        """``future``, or an equivalent one bound to the primary client."""
+        client = self._primary(future)
+        owner = future._client
+        if owner is client and future._state is not None:
+            return future
+        if owner is not None:
+            where = _where(node)
+            if owner.status in ("closing", "closed"):
+                raise ValueError(f"the future {future.key!r} at {where} belongs to a closed client")
+            if owner.scheduler.address != client.scheduler.address:
+                raise ValueError(
+                    f"the future {future.key!r} at {where} belongs to a client of "
+                    f"scheduler {owner.scheduler.address}, but unnest is resolving "
+                    f"with a client of {client.scheduler.address}"
+                )
+        if client.status in ("closing", "closed"):
+            raise ValueError(f"cannot resolve the future {future.key!r}: the client is closed")
+        key = future.key
+        known = key in client.futures
+        ours = type(future)(key, client)
+        node.since = time.monotonic()
+        if not known:
+            _ask_for(client, key)
+        return ours
+
+    def _start_future(self, node: _Node, future: Any) -> None:
+        try:
+            future = node.future = self._bind(node, future)
+        except BaseException as e:
+            self._abort(e)
+            return
+        client = future._client
+        if client.loop.asyncio_loop is not self.loop:
+            # Found by a resolution that runs without this client (e.g. inside
+            # a concurrent future's result): resolve it on the client's loop.
+            self._spawn(self._resolve_elsewhere(node, future, client))
+            return
+        if future._state.done():
+            self._future_done(node)
+        else:
+            self._spawn(self._wait_future(node, future))
+
+    async def _wait_future(self, node: _Node, future: Any) -> None:
+        await future._state.wait()
+        self._future_done(node)
+
+    def _future_done(self, node: _Node) -> None:
+        future = node.future
+        status = future._state.status
+        if status == "finished":
+            if not self.to_fetch:
+                self.loop.call_soon(self._fetch)
+            self.to_fetch.append(node)
+        elif status == "error":
+            from distributed.core import clean_exception
+
+            _, exc, tb = clean_exception(future._state.exception, future._state.traceback)
+            assert exc is not None
+            self._fail(node, exc.with_traceback(tb))
+        else:  # cancelled
+            exc = future._state.exception
+            reason = getattr(exc, "reason", None)
+            if node.since is None or reason not in ("unknown", "already forgotten"):
+                self._fail(node, exc)
+                return
+            # The scheduler does not know a key we took over. Either it forgot
+            # it, or the task that returned the future submitted it over
+            # another connection (its worker's client) whose message has not
+            # arrived yet: distributed orders nothing across connections. Ask
+            # again, backing off, until the grace period ends -- unless the
+            # scheduler's transition log shows the key was forgotten.
+            waited = time.monotonic() - node.since
+            if reason == "unknown" and waited < _forgotten_grace():
+                # Every Future of this key in this client came from a takeover
+                # (the client did not know the key), so "pending" is the truth.
+                future._state.reset()
+                self._spawn(self._ask_again(node, future, waited))
+                return
+            self._fail(node, ForgottenFutureError(future.key, _where(node)))
+
+    async def _ask_again(self, node: _Node, future: Any, waited: float) -> None:
+        client = future._client
+        try:
+            story = await client.scheduler.get_story(keys_or_stimuli=[future.key])
+        except Exception:
+            story = []
+        if any(t[0] == future.key and t[2] == "forgotten" for t in story):
+            self._fail(node, ForgottenFutureError(future.key, _where(node)))
+            return
+        delay = min(max(2 * waited, 0.01), max(_forgotten_grace() - waited, 0))
+        await asyncio.sleep(delay)  # a bounded back-off between two questions
+        if node.future is not future or node not in self.unfinished:
+            return
+        _ask_for(client, future.key)
+        await self._wait_future(node, future)
+
+    def _fetch(self) -> None:
+        batch, self.to_fetch = self.to_fetch, []
+        self._spawn(self._gather(batch))
+
+    async def _gather(self, batch: list[_Node]) -> None:
+        client = self.client
+        futures = {node.future.key: node.future for node in batch}
+        try:
+            data = await client._gather(futures, errors="skip")
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            self._abort(e)
+            return
+        for node in batch:
+            future = node.future
+            if future is None:
+                continue
+            if future._state.status == "finished" and future.key in data:
+                self._complete(node, data[future.key])
+            else:
+                self._future_done(node)
+
+    async def _resolve_elsewhere(self, node: _Node, future: Any, client: Any) -> None:
+        coro = unwrap_async(future, client=client, return_exceptions=self.return_exceptions)
+        try:
+            value = await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(coro, client.loop.asyncio_loop)
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._fail(node, e)
+        else:
+            self._complete(node, value)
+
+    def _start_concurrent(self, node: _Node) -> None:
+        if node.obj.done():
+            self.ready.append((node, node.obj))
+            return
+        loop = self.loop
+
+        def done(f: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # loop closed: call is over
+                loop.call_soon_threadsafe(self._concurrent_done, node, f)
+
+        node.obj.add_done_callback(done)
+
+    def _concurrent_done(self, node: _Node, f: Any) -> None:
+        if node not in self.unfinished:
+            return
+        if f.cancelled():
+            import concurrent.futures
+
+            self._fail(node, concurrent.futures.CancelledError())
+            return
+        exc = f.exception()
+        if exc is not None:
+            self._fail(node, exc)
+        else:
+            self._complete(node, f.result())
+
+    def _compute(self, wave: list[_Node]) -> None:
+        collections = [node.obj for node in wave]
+        client = self.client if self.client_fixed else None
+        if client is None:
+            client = _distributed_scheduler(collections)
+        if client is not None:
+            if self.client is None:
+                self.client = client
+            try:
+                futures = self.client.compute(collections)
+            except BaseException as e:
+                self._abort(e)
+                return
+            for node, future in zip(wave, futures):
+                self._start_future(node, future)
+            return
+        self._spawn(self._compute_locally(wave, collections))
+
+    async def _compute_locally(self, wave: list[_Node], collections: list[Any]) -> None:
+        import dask
+
+        loop = asyncio.get_running_loop()
+        try:
+            values = await loop.run_in_executor(None, lambda: dask.compute(*collections))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            if len(wave) == 1:
+                self._fail(wave[0], e)
+                return
+            if not self.return_exceptions:
+                places = ", ".join(_where(node) for node in wave)
+                self._abort(
+                    _add_note(e, f"raised while computing the dask collections at {places}")
+                )
+                return
+            # To put each exception in its place, compute one by one.
+            for node in wave:
+                self._spawn(self._compute_locally([node], [node.obj]))
+            return
+        for node, value in zip(wave, values):
+            self._complete(node, value)
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- running -------------------------------------------------------------
+
+    def target_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop to drive this resolution on, or None for "any"."""
+        if self.client is not None:
+            return self.client.loop.asyncio_loop
+        return None
+
+    async def run(self) -> Any:
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        if self.error is not None:
+            raise self.error
+        try:
+            self._start()
+            if self.deadline is None:
+                return await self.done
+            remaining = max(self.deadline - time.monotonic(), 0)
+            try:
+                return await asyncio.wait_for(self.done, remaining)
+            except asyncio.TimeoutError:
+                raise TimeoutError(self._timeout_message()) from None
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            self.unfinished.clear()
+
+    def _timeout_message(self) -> str:
+        pending = [node for node in self.unfinished if node.parents]
+        msg = f"unwrap did not finish within {self.timeout} s"
+        if pending:
+            node = pending[0]
+            msg += (
+                f"; {len(pending)} placeholder(s) still pending, e.g. "
+                f"{_describe(node)} at {_where(node)}"
+            )
+        return msg
+
+
+def _ask_for(client: Any, key: Any) -> None:
+    """Register interest in a key the client did not know, and ask its state.
+
+    Desire first, then report: the scheduler handles both in order on this
+    client's stream, so a key it knows is now held for us and reported when
+    done, and a key it does not know is answered with ``cancelled-keys``
+    instead of silence.
+    """
+    client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})
+    client._send_to_scheduler({"op": "report-key", "key": key})
+
+
+def _forgotten_grace() -> float:
+    import dask
+    from dask.utils import parse_timedelta
+
+    return parse_timedelta(dask.config.get("unnest.forgotten-key-grace", "2s"))
+
+
+def _record(frame: list[Any], i: int, out: Any) -> None:
+    if isinstance(out, _Node):
+        if frame[6] is None:
+            frame[6] = []
+        frame[6].append((i, out))
+    else:
+        if frame[5] is None:
+            frame[5] = []
+        frame[5].append((i, out))
+
+
+def _reaches(start: _Node, target: _Node) -> bool:
+    """Is ``start`` an ancestor of ``target`` (would waiting on it be a cycle)?"""
+    seen = set()
+    work = [target]
+    while work:
+        node = work.pop()
+        if node is start:
+            return True
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        work.extend(p for p, _ in node.parents)
+    return False
+
+
+def _distributed_scheduler(collections: list[Any]) -> Any:
+    """The client dask would compute ``collections`` on, or None if local.
+
+    Mirrors ``dask.base.get_scheduler`` (a ``scheduler`` set in dask's config
+    wins, else the worker's or current client) without its fallback to a
+    local scheduler when it runs in the client's event loop thread.
+    """
+    if "distributed" not in sys.modules:
+        return None
+    import dask
+
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler is None or scheduler in ("distributed", "dask.distributed"):
+        return _current_client()
+    if isinstance(scheduler, _distributed().Client):
+        return scheduler
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Public API
+
+
+def _check(client: Any, timeout: Any) -> None:
+    if client is not None:
+        distributed = _distributed()
+        if not isinstance(client, distributed.Client):
+            raise TypeError(
+                f"`client` must be a distributed.Client or None, got {type(client).__name__}"
+            )
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"`timeout` must be a number of seconds or None, got {timeout!r}")
+        if math.isnan(timeout) or timeout < 0:
+            raise ValueError(f"`timeout` must be non-negative, got {timeout!r}")
+
+
+def unwrap(
+    obj: T,
+    *,
+    client: Any = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+) -> T:
+    """Replace every placeholder in ``obj`` by its value, to any depth.
+
+    Walks lists, tuples, namedtuples, dicts (and subclasses), sets,
+    frozensets, deques, dataclasses and registered containers (see
+    :func:`unnest.register_container`). Resolves ``distributed.Future``,
+    ``concurrent.futures.Future``, ``Delayed`` and any other dask collection,
+    then resolves again whatever those resolve to. Everything else is returned
+    as the very same object; so is every part of ``obj`` with nothing to
+    resolve. ``obj`` is never modified.
+
+    Parameters
+    ----------
+    obj : object
+        Any structure.
+    client : distributed.Client, optional
+        The client to wait and compute through. Defaults to the client of the
+        running worker task, else the current client, else the client of the
+        first bound future. Without any, dask collections are computed with
+        ``dask.compute`` on the configured scheduler.
+    timeout : float, optional
+        Seconds for the whole call; ``TimeoutError`` when they pass. Nothing of
+        the user's is cancelled on timeout.
+    return_exceptions : bool, default False
+        Put the exception of a failed placeholder in its place instead of
+        raising it.
+
+    Returns
+    -------
+    object
+        ``obj`` with every placeholder replaced by its fully resolved value.
+
+    Raises
+    ------
+    Exception
+        The exception of a failed placeholder, with a note naming where it
+        sat (``obj['a'][2]``); ``FutureCancelledError`` for a cancelled future.
+    ForgottenFutureError
+        A future's key is gone from the scheduler (a task returned futures
+        without handing them off).
+    TimeoutError
+        ``timeout`` seconds passed.
+    ValueError
+        A self-referencing container holds something to resolve.
+    RuntimeError
+        Called from the event loop thread of the client it needs: use
+        :func:`unwrap_async` there.
+
+    Examples
+    --------
+    >>> import dask
+    >>> from unnest import unwrap
+    >>> @dask.delayed
+    ... def return_delayed(n):
+    ...     return [dask.delayed(x + 1) for x in range(n)]
+    >>> unwrap(return_delayed(3))
+    [1, 2, 3]
+    >>> plain = {"a": [1, 2], "b": "text"}
+    >>> unwrap(plain) is plain
+    True
+
+    With a cluster, futures whose results hold more futures resolve fully:
+
+    >>> client = distributed.Client()  # doctest: +SKIP
+    >>> unwrap({"x": client.submit(lambda: [client.submit(inc, 1)])})  # doctest: +SKIP
+    {'x': [2]}
+    """
+    _check(client, timeout)
+    if client is not None and _in_loop_thread(client.loop.asyncio_loop):
+        raise _loop_thread_error(client)
+    resolution = _Resolution(client, timeout, return_exceptions)
+    out = resolution.begin(obj)
+    if out is not resolution.root:
+        return out
+    loop = resolution.target_loop() or _private_loop()
+    if _in_loop_thread(loop):
+        raise _loop_thread_error(resolution.client)
+    with _seceded():
+        return asyncio.run_coroutine_threadsafe(resolution.run(), loop).result()
+
+
+def _loop_thread_error(client: Any) -> RuntimeError:
+    return RuntimeError(
+        f"unwrap() was called in the event loop thread of {client!r}; blocking "
+        "there would deadlock (distributed hands back a coroutine in this "
+        "situation). Use `await unnest.unwrap_async(...)` instead."
+    )
+
+
+async def unwrap_async(
+    obj: T,
+    *,
+    client: Any = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+) -> T:
+    """Replace every placeholder in ``obj`` by its value, without blocking.
+
+    The same as :func:`unwrap`, for coroutines: works with asynchronous
+    clients (``Client(asynchronous=True)``) and never blocks the running
+    event loop.
+
+    Parameters
+    ----------
+    obj : object
+        Any structure.
+    client : distributed.Client, optional
+        As for :func:`unwrap`.
+    timeout : float, optional
+        Seconds for the whole call.
+    return_exceptions : bool, default False
+        Put exceptions in place instead of raising.
+
+    Returns
+    -------
+    object
+        ``obj`` with every placeholder replaced by its fully resolved value.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from unnest import unwrap_async
+    >>> with ThreadPoolExecutor() as pool:
+    ...     nested = pool.submit(lambda: [pool.submit(pow, 2, 10)])
+    ...     asyncio.run(unwrap_async({"n": nested}))
+    {'n': [1024]}
+    """
+    _check(client, timeout)
+    resolution = _Resolution(client, timeout, return_exceptions)
+    out = resolution.begin(obj)
+    if out is not resolution.root:
+        return out
+    loop = resolution.target_loop()
+    if loop is None or _in_loop_thread(loop):
+        return await resolution.run()
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(resolution.run(), loop))
+
+
+unwrap_or_wait = unwrap

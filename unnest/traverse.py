@@ -1,0 +1,305 @@
+"""How containers are taken apart and put back together: the registry.
+
+One table says, for each container type, how to list its children
+(``flatten``), how to build a new container of the same kind from new
+children (the ``rebuild`` callable that ``flatten`` returns) and how to name a
+child in an error message (``label``). Everything that walks a structure in
+unnest -- finding placeholders, rebuilding the path above a resolved value,
+detecting cycles, naming the place of an error -- goes through this table and
+nothing else, so there is exactly one notion of "what is inside what".
+
+Built in: list, tuple, namedtuple, dict (and subclasses such as OrderedDict,
+defaultdict and Counter), set, frozenset, collections.deque and dataclass
+instances. Teach unnest a type of your own with :func:`register_container`.
+
+Lookups are cached per type (``_kinds``), so the walker pays one dict lookup
+per element; the cache is cleared whenever the registry changes.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import copy
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+__all__ = ["register_container"]
+
+T = TypeVar("T")
+
+Flatten = Callable[[Any], tuple[Sequence[Any], Callable[[list[Any]], Any]]]
+Label = Callable[[Any, int], str]
+
+
+class Container(NamedTuple):
+    """How the walker handles one container type (internal)."""
+
+    flatten: Flatten
+    label: Label
+
+
+# What the walker does with an element, by type. A type maps to one of these
+# markers or to its `Container`.
+LEAF = None
+FUTURE = "future"  # distributed.Future
+CFUTURE = "concurrent"  # concurrent.futures.Future
+COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
+
+_registry: dict[type, Container] = {}
+_kinds: dict[type, Any] = {}
+
+
+def _index_label(obj: Any, i: int) -> str:
+    return f"[{i}]"
+
+
+def register_container(
+    cls: type,
+    flatten: Flatten | None = None,
+    *,
+    label: Label | None = None,
+) -> Any:
+    """Teach unnest to walk into instances of ``cls``.
+
+    ``flatten(obj)`` returns ``(children, rebuild)``: the objects inside
+    ``obj`` that may hold something to resolve, and a callable that takes a
+    list of replacement children (same order) and returns a new object like
+    ``obj``. ``rebuild`` is only called when a child changed, so an object
+    with nothing to resolve comes back as itself. ``flatten`` must not modify
+    ``obj``. Registering a class also covers its subclasses unless they are
+    registered themselves.
+
+    Parameters
+    ----------
+    cls : type
+        The container type.
+    flatten : callable, optional
+        ``flatten(obj) -> (children, rebuild)``. When omitted,
+        ``register_container`` returns a decorator.
+    label : callable, optional
+        ``label(obj, i) -> str`` names child ``i`` in error messages, as a
+        Python accessor such as ``".value"``; defaults to ``"[i]"``.
+
+    Returns
+    -------
+    callable
+        ``flatten`` (or a decorator that registers and returns it).
+
+    Examples
+    --------
+    >>> import unnest
+    >>> class Box:
+    ...     def __init__(self, value):
+    ...         self.value = value
+    >>> @unnest.register_container(Box, label=lambda box, i: ".value")
+    ... def _flatten_box(box):
+    ...     return [box.value], lambda values: Box(values[0])
+    >>> from concurrent.futures import Future
+    >>> f = Future()
+    >>> f.set_result(41)
+    >>> unnest.unwrap(Box([f, 1])).value
+    [41, 1]
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"`cls` must be a type, got {cls!r}")
+
+    def register(func: Flatten) -> Flatten:
+        if not callable(func):
+            raise TypeError(f"`flatten` must be callable, got {func!r}")
+        _registry[cls] = Container(func, label or _index_label)
+        _kinds.clear()
+        return func
+
+    if flatten is None:
+        return register
+    return register(flatten)
+
+
+def kind_of(tp: type) -> Any:
+    """What the walker does with instances of ``tp`` (cached)."""
+    try:
+        return _kinds[tp]
+    except KeyError:
+        kind = _kinds[tp] = _classify(tp)
+        return kind
+
+
+def _classify(tp: type) -> Any:
+    if tp in _registry:
+        return _registry[tp]
+    # A Future instance can only exist once distributed is imported, so this
+    # check never imports it (import time matters to users of unnest).
+    dist = sys.modules.get("distributed.client")
+    if dist is not None and issubclass(tp, dist.Future):
+        return FUTURE
+    if issubclass(tp, concurrent.futures.Future):
+        return CFUTURE
+    # Class-level check on purpose: Delayed answers any attribute lookup on an
+    # instance with another Delayed.
+    if hasattr(tp, "__dask_graph__"):
+        return COLLECTION
+    if issubclass(tp, tuple) and hasattr(tp, "_fields") and hasattr(tp, "_make"):
+        return _NAMEDTUPLE
+    if dataclasses.is_dataclass(tp):
+        return _DATACLASS
+    for base in tp.__mro__[1:]:
+        if base in _registry:
+            return _registry[base]
+    return LEAF
+
+
+# Built-in containers ---------------------------------------------------------
+#
+# Exact builtins are rebuilt with their constructors. Subclasses are rebuilt by
+# a shallow copy (which keeps instance attributes, defaultdict's
+# default_factory, a deque's maxlen, and never calls a custom __init__) that is
+# then refilled through the subclass's own methods.
+
+
+def _identity(values: list[Any]) -> list[Any]:
+    return values
+
+
+def _flatten_list(obj: list[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    if type(obj) is list:
+        return obj, _identity  # `values` is already a fresh list
+
+    def rebuild(values: list[Any]) -> Any:
+        new = copy.copy(obj)
+        new[:] = values
+        return new
+
+    return obj, rebuild
+
+
+def _flatten_tuple(obj: tuple[Any, ...]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    if type(obj) is tuple:
+        return obj, tuple
+    cls = type(obj)
+
+    def rebuild(values: list[Any]) -> Any:
+        new = tuple.__new__(cls, values)
+        if hasattr(obj, "__dict__"):
+            new.__dict__.update(obj.__dict__)
+        return new
+
+    return obj, rebuild
+
+
+def _flatten_namedtuple(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    # _make goes through tuple.__new__, so a custom __new__ is not re-run.
+    return obj, type(obj)._make
+
+
+def _namedtuple_label(obj: Any, i: int) -> str:
+    return f".{type(obj)._fields[i]}"
+
+
+def _flatten_dict(obj: dict[Any, Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    # Keys first, then values: a key that is itself resolvable is resolved too.
+    keys = list(obj)
+    n = len(keys)
+    children = keys + list(obj.values())
+    if type(obj) is dict:
+        return children, lambda values: dict(zip(values[:n], values[n:]))
+
+    def rebuild(values: list[Any]) -> Any:
+        new = copy.copy(obj)
+        new.clear()
+        for k, v in zip(values[:n], values[n:]):
+            new[k] = v
+        return new
+
+    return children, rebuild
+
+
+def _dict_label(obj: dict[Any, Any], i: int) -> str:
+    keys = list(obj)
+    if i < len(keys):
+        return f".keys()[{i}]"
+    return f"[{keys[i - len(keys)]!r}]"
+
+
+def _flatten_set(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    children = list(obj)
+    cls = type(obj)
+    if cls is set or cls is frozenset:
+        return children, cls
+    if isinstance(obj, set):
+
+        def rebuild(values: list[Any]) -> Any:
+            new = copy.copy(obj)
+            new.clear()
+            new.update(values)
+            return new
+
+    else:
+
+        def rebuild(values: list[Any]) -> Any:
+            new = frozenset.__new__(cls, values)
+            if hasattr(obj, "__dict__"):
+                new.__dict__.update(obj.__dict__)
+            return new
+
+    return children, rebuild
+
+
+def _set_label(obj: Any, i: int) -> str:
+    return f"{{element {i}}}"
+
+
+def _flatten_deque(obj: collections.deque[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    children = list(obj)
+    if type(obj) is collections.deque:
+        return children, lambda values: collections.deque(values, maxlen=obj.maxlen)
+
+    def rebuild(values: list[Any]) -> Any:
+        new = copy.copy(obj)
+        new.clear()
+        new.extend(values)
+        return new
+
+    return children, rebuild
+
+
+_MISSING = object()
+
+
+def _flatten_dataclass(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    # Every field, init=False ones included; a field that was never assigned
+    # is skipped. Rebuilt by copy + object.__setattr__, which works for frozen
+    # dataclasses and never calls a custom __init__ or __post_init__.
+    names = []
+    children = []
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name, _MISSING)
+        if value is not _MISSING:
+            names.append(field.name)
+            children.append(value)
+
+    def rebuild(values: list[Any]) -> Any:
+        new = copy.copy(obj)
+        for name, value in zip(names, values):
+            object.__setattr__(new, name, value)
+        return new
+
+    return children, rebuild
+
+
+def _dataclass_label(obj: Any, i: int) -> str:
+    names = [f.name for f in dataclasses.fields(obj) if hasattr(obj, f.name)]
+    return f".{names[i]}"
+
+
+_NAMEDTUPLE = Container(_flatten_namedtuple, _namedtuple_label)
+_DATACLASS = Container(_flatten_dataclass, _dataclass_label)
+
+register_container(list, _flatten_list)
+register_container(tuple, _flatten_tuple)
+register_container(dict, _flatten_dict, label=_dict_label)
+register_container(set, _flatten_set, label=_set_label)
+register_container(frozenset, _flatten_set, label=_set_label)
+register_container(collections.deque, _flatten_deque)
