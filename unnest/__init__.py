@@ -1,5 +1,7 @@
 """unnest: resolve Dask futures within futures, to any depth, without polling."""
 
+from unnest.decorators import resolves_nested, resolving
+from unnest.handoff import hand_off
 from unnest.resolve import ForgottenFutureError, unwrap, unwrap_async, unwrap_or_wait
 from unnest.traverse import register_container
 
@@ -8,7 +10,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ForgottenFutureError",
     "__version__",
+    "hand_off",
     "register_container",
+    "resolves_nested",
+    "resolving",
     "unwrap",
     "unwrap_async",
     "unwrap_or_wait",

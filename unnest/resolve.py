@@ -269,6 +269,8 @@ class _Resolution:
         self.to_fetch: list[_Node] = []
         self.wave: list[_Node] = []
         self.error: BaseException | None = None
+        self.takeovers: list[tuple[_Node, Any]] = []
+        self.anchors: list[Any] = []
         self.ready: collections.deque[tuple[_Node, Any]] = collections.deque()
         self.draining = False
 
@@ -458,7 +460,7 @@ class _Resolution:
     def _complete(self, node: _Node, value: Any) -> None:
         """A placeholder produced ``value``: walk it and fill the node's slot."""
         self.unfinished.discard(node)
-        node.future = None  # drop our reference: the key may be released now
+        anchor, node.future = node.future, None
         try:
             out = self._walk(value, node, 0)
             if isinstance(out, _Node):
@@ -468,6 +470,10 @@ class _Resolution:
             self._start()
         except BaseException as e:
             self._abort(e)
+        if self.takeovers and anchor is not None:
+            # Futures found in `value` are being taken over: keep the future
+            # of `value` until that is confirmed (see _take_over_batch).
+            self.anchors.append(anchor)
 
     def _fill(self, node: _Node, value: Any) -> None:
         work = [(node, 0, value)]
@@ -575,25 +581,65 @@ class _Resolution:
         ours = type(future)(key, client)
         node.since = time.monotonic()
         if not known:
-            _ask_for(client, key)
+            # Batched: one take-over request per loop iteration.
+            if not self.takeovers:
+                self.loop.call_soon(self._take_over)
+            self.takeovers.append((node, ours))
         return ours
 
     def _start_future(self, node: _Node, future: Any) -> None:
         try:
+            client = self._primary(future)
+            if client.loop.asyncio_loop is not self.loop:
+                # Found by a resolution that runs without this client (e.g.
+                # inside a concurrent future's result): resolve it on the
+                # client's loop.
+                self._spawn(self._resolve_elsewhere(node, future, client))
+                return
             future = node.future = self._bind(node, future)
         except BaseException as e:
             self._abort(e)
-            return
-        client = future._client
-        if client.loop.asyncio_loop is not self.loop:
-            # Found by a resolution that runs without this client (e.g. inside
-            # a concurrent future's result): resolve it on the client's loop.
-            self._spawn(self._resolve_elsewhere(node, future, client))
             return
         if future._state.done():
             self._future_done(node)
         else:
             self._spawn(self._wait_future(node, future))
+
+    def _take_over(self) -> None:
+        batch, self.takeovers = self.takeovers, []
+        anchors, self.anchors = self.anchors, []
+        self._spawn(self._take_over_batch(batch, anchors))
+
+    async def _take_over_batch(self, batch: list[tuple[_Node, Any]], anchors: list[Any]) -> None:
+        """Register interest in keys this client did not know (see handoff).
+
+        ``anchors`` are our futures of the results these keys came in: held
+        until the scheduler confirms, so that a hand-off whose carrier is that
+        result cannot end in between.
+        """
+        from unnest import handoff
+
+        client = self.client
+        keys = list(dict.fromkeys(future.key for _, future in batch))
+        try:
+            reply = await handoff.request(client, "unnest_take_over", keys=keys, client=client.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            reply = None  # no plugin: fall back to asking on our own stream
+        forgotten = set(reply["forgotten"]) if reply else set()
+        unknown = set(reply["unknown"]) if reply else set(keys)
+        for node, future in batch:
+            if node.future is not future:
+                continue
+            if future.key in forgotten:
+                self._fail(node, ForgottenFutureError(future.key, _where(node)))
+            elif future.key in unknown:
+                if reply is None:
+                    _ask_for(client, future.key)  # answered on our stream
+                else:
+                    self._spawn(self._ask_again(node, future, 0.0))
+        del anchors  # now the carriers may go
 
     async def _wait_future(self, node: _Node, future: Any) -> None:
         await future._state.wait()
@@ -634,20 +680,43 @@ class _Resolution:
             self._fail(node, ForgottenFutureError(future.key, _where(node)))
 
     async def _ask_again(self, node: _Node, future: Any, waited: float) -> None:
+        """Ask again about a key the scheduler did not know, until the grace ends.
+
+        With the hand-off plugin the question is an ``unnest_take_over``
+        request (its answer tells forgotten from not-yet-known); without it,
+        the scheduler's transition log first, then desire + report again on
+        our stream.
+        """
+        from unnest import handoff
+
         client = future._client
-        try:
-            story = await client.scheduler.get_story(keys_or_stimuli=[future.key])
-        except Exception:
-            story = []
-        if any(t[0] == future.key and t[2] == "forgotten" for t in story):
-            self._fail(node, ForgottenFutureError(future.key, _where(node)))
-            return
-        delay = min(max(2 * waited, 0.01), max(_forgotten_grace() - waited, 0))
-        await asyncio.sleep(delay)  # a bounded back-off between two questions
-        if node.future is not future or node not in self.unfinished:
-            return
-        _ask_for(client, future.key)
-        await self._wait_future(node, future)
+        key = future.key
+        plugin = handoff.available(client)
+        while True:
+            if not plugin:
+                try:
+                    story = await client.scheduler.get_story(keys_or_stimuli=[key])
+                except Exception:
+                    story = []
+                if any(t[0] == key and t[2] == "forgotten" for t in story):
+                    break
+            grace = _forgotten_grace()
+            delay = min(max(2 * waited, 0.01), max(grace - waited, 0))
+            await asyncio.sleep(delay)  # a bounded back-off between two questions
+            if node.future is not future or node not in self.unfinished:
+                return
+            if not plugin:
+                _ask_for(client, key)
+                await self._wait_future(node, future)
+                return
+            reply = await handoff.request(client, "unnest_take_over", keys=[key], client=client.id)
+            if not reply["unknown"] and not reply["forgotten"]:
+                return  # known now: the scheduler reports it to our waiter
+            waited = time.monotonic() - node.since if node.since is not None else grace
+            if reply["forgotten"] or waited >= grace:
+                break
+        if node.future is future and node in self.unfinished:
+            self._fail(node, ForgottenFutureError(key, _where(node)))
 
     def _fetch(self) -> None:
         batch, self.to_fetch = self.to_fetch, []

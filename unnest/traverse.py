@@ -303,3 +303,29 @@ register_container(dict, _flatten_dict, label=_dict_label)
 register_container(set, _flatten_set, label=_set_label)
 register_container(frozenset, _flatten_set, label=_set_label)
 register_container(collections.deque, _flatten_deque)
+
+
+def placeholders(obj: Any, kinds: tuple[Any, ...]) -> list[Any]:
+    """Every element of ``obj`` whose kind is in ``kinds``, without resolving.
+
+    The same registry and classification as the resolver's walk; placeholders
+    are not looked into. Each container is visited once (shared or cyclic
+    references are fine).
+    """
+    found = []
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        kind = kind_of(type(item))
+        if kind is LEAF:
+            continue
+        if not isinstance(kind, Container):
+            if kind in kinds:
+                found.append(item)
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        stack.extend(kind.flatten(item)[0])
+    return found

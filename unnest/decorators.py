@@ -1,0 +1,273 @@
+"""``resolving`` and ``resolves_nested``: functions that receive resolved inputs.
+
+``resolving(func)`` is a small callable class, not a closure, so it pickles
+with the standard ``pickle`` module (ProcessPoolExecutor, dask's processes
+scheduler). A module-level function decorated in place is pickled by
+reference to its module attribute, as toolz's ``curry`` does: the attribute
+is then the wrapper (or the ``Delayed`` that ``resolves_nested`` made of it),
+not the function.
+
+``resolves_nested(func, **options)`` is ``dask.delayed(resolving(func),
+**options)``, with the decorated object's ``__wrapped__`` pointing at the
+original function.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import dask
+from dask.delayed import DelayedLeaf
+
+from unnest.handoff import hand_off
+from unnest.resolve import _check, unwrap
+
+__all__ = ["resolves_nested", "resolving"]
+
+
+class resolving:
+    """Wrap ``func`` so that its arguments are resolved before it runs.
+
+    Every positional and keyword argument is passed through
+    :func:`unnest.unwrap` first, to any depth. Futures in the return value are
+    handed off (:func:`unnest.hand_off`), so a consumer can take them over;
+    with ``resolve_output=True`` the return value is resolved instead. Use it
+    with ``client.submit``, ``client.map``, executors or direct calls.
+
+    Parameters
+    ----------
+    func : callable
+        The function to wrap. When omitted, ``resolving(**options)`` returns
+        a decorator.
+    timeout : float, optional
+        Seconds for resolving the arguments (and the output).
+    resolve_output : bool, default False
+        Resolve the function's return value before returning it.
+
+    Returns
+    -------
+    resolving
+        A picklable callable that keeps ``func``'s name, docstring,
+        ``__wrapped__`` and signature.
+
+    Examples
+    --------
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from unnest import resolving
+    >>> @resolving
+    ... def total(xs):
+    ...     return sum(xs)
+    >>> with ThreadPoolExecutor() as pool:
+    ...     total([pool.submit(pow, 2, i) for i in range(4)])
+    15
+    >>> total.__name__
+    'total'
+    """
+
+    func: Callable[..., Any]
+    timeout: float | None
+    resolve_output: bool
+
+    def __new__(
+        cls, func: Callable[..., Any] | None = None, **options: Any
+    ) -> Any:  # bare and with options, as dask.delayed
+        if func is None:
+            return functools.partial(cls, **options)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        timeout: float | None = None,
+        resolve_output: bool = False,
+    ):
+        if not callable(func):
+            raise TypeError(f"`func` must be callable, got {func!r}")
+        _check(None, timeout)
+        if isinstance(func, resolving):
+            timeout = func.timeout if timeout is None else timeout
+            resolve_output = resolve_output or func.resolve_output
+            func = func.func
+        self.func = func
+        self.timeout = timeout
+        self.resolve_output = bool(resolve_output)
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            args, kwargs = unwrap((args, kwargs), timeout=self.timeout)
+        result = self.func(*args, **kwargs)
+        if self.resolve_output:
+            return unwrap(result, timeout=self.timeout)
+        return hand_off(result)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.func)
+
+    def __repr__(self) -> str:
+        return f"resolving({self.func!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, resolving)
+            and self.func == other.func
+            and self.timeout == other.timeout
+            and self.resolve_output == other.resolve_output
+        )
+
+    def __hash__(self) -> int:
+        return hash((resolving, self.func, self.timeout, self.resolve_output))
+
+    def __dask_tokenize__(self) -> Any:
+        # A key must not depend on the process: name the function by module
+        # and qualified name when that finds it again, else let dask decide.
+        if _by_reference(self) is not None:
+            func_token: Any = (self.func.__module__, self.func.__qualname__)
+        else:
+            from dask.base import tokenize
+
+            func_token = tokenize(self.func)
+        return ("unnest.resolving", func_token, self.timeout, self.resolve_output)
+
+    def __reduce__(self) -> Any:
+        where = _by_reference(self)
+        if where is not None:
+            return _from_module, where
+        return _rebuild, (self.func, self.timeout, self.resolve_output)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        # Methods: bind like a function would.
+        if instance is None:
+            return self
+        return functools.partial(self, instance)
+
+
+def _rebuild(func: Callable[..., Any], timeout: float | None, resolve_output: bool) -> resolving:
+    return resolving(func, timeout=timeout, resolve_output=resolve_output)
+
+
+def _attribute(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _unwrapped(obj: Any) -> Any:
+    """The ``resolving`` behind a module attribute, if it is one of ours."""
+    if isinstance(obj, resolving):
+        return obj
+    if isinstance(obj, _ResolvingLeaf):
+        return obj._obj
+    return None
+
+
+def _by_reference(wrapper: resolving) -> tuple[str, str] | None:
+    """``(module, qualname)`` if the module attribute is this very wrapper."""
+    module = getattr(wrapper.func, "__module__", None)
+    qualname = getattr(wrapper.func, "__qualname__", None)
+    if not module or not qualname or "<locals>" in qualname:
+        return None
+    try:
+        found = _unwrapped(_attribute(module, qualname))
+    except Exception:
+        return None
+    return (module, qualname) if found is wrapper else None
+
+
+def _from_module(module: str, qualname: str) -> resolving:
+    found = _unwrapped(_attribute(module, qualname))
+    if found is None:
+        raise TypeError(f"{module}.{qualname} is no longer an unnest-decorated function")
+    return found
+
+
+class _ResolvingLeaf(DelayedLeaf):  # type: ignore[misc]
+    # The Delayed made by ``resolves_nested``: ``__wrapped__`` is the function.
+    # (No docstring: a class's own __doc__ would hide the function's.)
+
+    __slots__ = ()
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._obj.__doc__
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self._obj.func
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._obj.func)
+
+
+def resolves_nested(
+    func: Callable[..., Any] | None = None,
+    *,
+    timeout: float | None = None,
+    resolve_output: bool = False,
+    **delayed_options: Any,
+) -> Any:
+    """``dask.delayed`` whose function receives fully resolved inputs.
+
+    Calling the decorated function returns a ``Delayed``, exactly as with
+    ``dask.delayed``, so it composes with ``.compute()``, ``dask.compute``,
+    ``client.compute``, ``persist`` and plain ``@delayed`` functions. When the
+    task runs, every argument is resolved with :func:`unnest.unwrap` first,
+    to any depth: a list of ``Delayed`` or of futures arrives as a list of
+    values. Futures in the return value are handed off
+    (:func:`unnest.hand_off`).
+
+    Parameters
+    ----------
+    func : callable, optional
+        The function. When omitted, returns a decorator.
+    timeout : float, optional
+        Seconds for resolving the arguments (and the output).
+    resolve_output : bool, default False
+        Resolve the return value before returning it.
+    **delayed_options
+        Any option ``dask.delayed`` accepts: ``pure``, ``nout``, ``name``,
+        ``traverse``, ...
+
+    Returns
+    -------
+    Delayed
+        A ``dask.delayed`` function that keeps ``func``'s name, docstring,
+        ``__wrapped__`` and signature.
+
+    Examples
+    --------
+    >>> from dask import delayed
+    >>> from unnest import resolves_nested
+    >>> @delayed
+    ... def return_futures(n):
+    ...     return [delayed(x + 1) for x in range(n)]
+    >>> @resolves_nested
+    ... def sumit(upstream):
+    ...     return sum(upstream)
+    >>> sumit(return_futures(10)).compute()
+    55
+    >>> @resolves_nested(pure=True)
+    ... def double(x):
+    ...     return 2 * x
+    >>> double(1).key == double(1).key
+    True
+    """
+    if func is None:
+        return functools.partial(
+            resolves_nested, timeout=timeout, resolve_output=resolve_output, **delayed_options
+        )
+    wrapper = resolving(func, timeout=timeout, resolve_output=resolve_output)
+    # Let dask.delayed validate the options and name the key, then keep its
+    # result in our subclass.
+    leaf = dask.delayed(wrapper, **delayed_options)
+    if not isinstance(leaf, DelayedLeaf):
+        return leaf
+    return _ResolvingLeaf(leaf._obj, leaf._key, pure=leaf._pure, nout=leaf._nout)
