@@ -264,3 +264,38 @@ def test_broken_flatten_is_reported_with_its_place():
 @given(st.lists(st.integers(), max_size=20))
 def test_sets_of_futures(xs):
     assert unnest.unwrap({done(x) for x in xs} | {"plain"}) == set(xs) | {"plain"}
+
+
+def _shared_without_other_references():
+    dirty = [done(1)]
+    return {"a": dirty, "b": (dirty,)}
+
+
+def _cycle_without_other_references(resolvable):
+    inner = [done(1) if resolvable else 1]
+    inner.append(inner)
+    return [[inner]]
+
+
+def test_sharing_and_cycles_are_seen_without_outside_references():
+    # Only the structure refers to these containers: the walker must still
+    # notice that they are met twice (see resolve._refcount_gate).
+    result = unnest.unwrap(_shared_without_other_references())
+    assert result["a"] is result["b"][0] == [1]
+    clean = _cycle_without_other_references(resolvable=False)
+    assert unnest.unwrap(clean) is clean
+    with pytest.raises(ValueError, match="cycle"):
+        unnest.unwrap(_cycle_without_other_references(resolvable=True))
+
+
+def test_shared_subtrees_are_walked_once():
+    dag = [1]
+    for _ in range(64):  # 2**64 paths: walking each would never end
+        dag = [dag, (dag,)]
+    assert unnest.unwrap(dag) is dag
+    bottom = dag
+    while isinstance(bottom[0], list):
+        bottom = bottom[0]
+    bottom.append(done("x"))
+    result = unnest.unwrap(dag)
+    assert result[0] is result[1][0]

@@ -299,6 +299,11 @@ class _Resolution:
         """The outcome of ``obj``: ``_SAME``, a new value or a pending ``_Node``.
 
         ``parent``/``pidx`` only serve to name places in error messages.
+
+        Memory stays proportional to the path, not to the structure: only
+        containers that may be met twice (shared, or part of a cycle) go in
+        the memo. A container with a single referrer cannot be met twice, and
+        CPython's reference count tells us so cheaply (``_refcount_gate``).
         """
         kinds = _kinds
         try:
@@ -307,7 +312,7 @@ class _Resolution:
             kind = kind_of(type(obj))
         if kind is LEAF:
             return _SAME
-        if not isinstance(kind, Container):
+        if type(kind) is not Container:
             return self._placeholder(obj, kind)
 
         memo = self.memo
@@ -315,14 +320,23 @@ class _Resolution:
         if hit is not None:
             return self._memo_outcome(hit[1], obj, parent, pidx, [])
         memo[id(obj)] = (obj, _EXPANDING)
-        children, rebuild = self._flatten(kind, obj, parent, pidx, [])
-        # A frame: [obj, kind, children, next index, rebuild, changes, pending]
-        stack: list[list[Any]] = [[obj, kind, children, 0, rebuild, None, None]]
+        try:
+            children, rebuild = kind.flatten(obj)
+        except Exception as e:
+            raise self._flatten_error(obj, e, parent, pidx, []) from e
+        refcount = _refcount_gate()
+        # A frame: [obj, kind, children, next index, rebuild, changes,
+        #           pending, memoized, part of a cycle]
+        stack: list[list[Any]] = [[obj, kind, children, 0, rebuild, None, None, True, False]]
         while True:
             frame = stack[-1]
             children = frame[2]
             i = frame[3]
             n = len(children)
+            # References to an unshared child while we look at it: its slot in
+            # `children` (plus its slot in the container when `children` is a
+            # separate list), the loop variable and getrefcount's argument.
+            base = 3 if children is frame[0] else 4
             descend = None
             while i < n:
                 child = children[i]
@@ -333,10 +347,13 @@ class _Resolution:
                     kind = kind_of(type(child))
                 if kind is LEAF:
                     continue
-                if isinstance(kind, Container):
+                if type(kind) is Container:
+                    if refcount is not None and refcount(child) <= base:
+                        descend, memoize = child, False
+                        break
                     hit = memo.get(id(child))
                     if hit is None:
-                        descend = child
+                        descend, memoize = child, True
                         break
                     out = self._memo_outcome(hit[1], child, parent, pidx, stack)
                 else:
@@ -345,13 +362,21 @@ class _Resolution:
                     _record(frame, i - 1, out)
             frame[3] = i
             if descend is not None:
-                memo[id(descend)] = (descend, _EXPANDING)
-                children, rebuild = self._flatten(kind, descend, parent, pidx, stack, True)
-                stack.append([descend, kind, children, 0, rebuild, None, None])
+                if memoize:
+                    memo[id(descend)] = (descend, _EXPANDING)
+                try:
+                    children, rebuild = kind.flatten(descend)
+                except Exception as e:
+                    raise self._flatten_error(descend, e, parent, pidx, [*stack, None]) from e
+                stack.append([descend, kind, children, 0, rebuild, None, None, memoize, False])
                 continue
             stack.pop()
-            out = self._finish(frame, parent, pidx, stack)
-            memo[id(frame[0])] = (frame[0], out)
+            if frame[5] is None and frame[6] is None:
+                out = _SAME
+            else:
+                out = self._finish(frame, parent, pidx, stack)
+            if frame[7]:
+                memo[id(frame[0])] = (frame[0], out)
             if not stack:
                 return out
             if out is not _SAME:
@@ -366,7 +391,7 @@ class _Resolution:
             # fine while that container turns out to hold nothing to resolve.
             for frame in stack:
                 if frame[0] is obj:
-                    frame.append(True)  # frame[7]: "is part of a cycle"
+                    frame[8] = True
             return _SAME
         if isinstance(out, _Node) and parent is not self.root and _reaches(out, parent):
             raise ValueError(
@@ -375,27 +400,17 @@ class _Resolution:
             )
         return out
 
-    def _flatten(
-        self,
-        kind: Container,
-        obj: Any,
-        parent: _Node,
-        pidx: int,
-        stack: list[list[Any]],
-        below: bool = False,
-    ) -> Any:
-        # `below`: obj is the child being descended into, not yet on `stack`.
-        try:
-            return kind.flatten(obj)
-        except Exception as e:
-            where = self._frames_path(parent, pidx, [*stack, None] if below else stack)
-            raise TypeError(f"cannot take apart the {type(obj).__name__} at {where}: {e!r}") from e
+    def _flatten_error(
+        self, obj: Any, error: Exception, parent: _Node, pidx: int, stack: list[Any]
+    ) -> TypeError:
+        where = self._frames_path(parent, pidx, stack)
+        return TypeError(f"cannot take apart the {type(obj).__name__} at {where}: {error!r}")
 
     def _finish(self, frame: list[Any], parent: _Node, pidx: int, stack: list[list[Any]]) -> Any:
         obj, kind, children, _, rebuild, changes, pending = frame[:7]
         if changes is None and pending is None:
             return _SAME
-        if len(frame) > 7:
+        if frame[8]:
             raise ValueError(
                 f"cycle at {self._frames_path(parent, pidx, [*stack, frame])}: this "
                 f"{type(obj).__name__} contains itself and holds something to resolve, "
@@ -895,6 +910,47 @@ def _record(frame: list[Any], i: int, out: Any) -> None:
         if frame[5] is None:
             frame[5] = []
         frame[5].append((i, out))
+
+
+_gate: list[Any] = []
+
+
+def _refcount_gate() -> Callable[[Any], int] | None:
+    """``sys.getrefcount`` if it tells unshared containers apart here, else None.
+
+    Checked once, on this interpreter, with the walker itself: a shared child
+    and a cycle must land in the memo. Where they would not (another
+    implementation, or a CPython that stops counting some references), every
+    container is memoized instead: slower and bigger, never wrong.
+    """
+    if not _gate:
+        _gate.append(None)  # while checking, and if the check fails
+        getrefcount = getattr(sys, "getrefcount", None)
+        if getrefcount is not None:
+            _gate[0] = getrefcount
+            ok = _memoizes(_shared_pair) and _memoizes(_cycle)
+            _gate[0] = getrefcount if ok else None
+    return _gate[0]
+
+
+def _shared_pair() -> tuple[Any, Any]:
+    shared = [1]
+    return {"a": [shared], "b": (shared,)}, shared
+
+
+def _cycle() -> tuple[Any, Any]:
+    inner: list[Any] = [1]
+    inner.append(inner)
+    return [[inner]], inner
+
+
+def _memoizes(make: Callable[[], tuple[Any, Any]]) -> bool:
+    obj, target = make()
+    target_id = id(target)
+    del target  # only the structure refers to it now
+    resolution = _Resolution(None, None, False)
+    resolution._walk(obj, resolution.root, 0)
+    return target_id in resolution.memo
 
 
 def _reaches(start: _Node, target: _Node) -> bool:

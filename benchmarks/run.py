@@ -1,0 +1,366 @@
+"""unnest against the limit and against what users do today.
+
+Run ``python benchmarks/run.py`` (``--quick`` for a short smoke run,
+``--scheduler ADDRESS`` to use an existing cluster). Each scenario times
+unnest and a reference in the same process, interleaved (A B A B ...), and
+reports the medians after a warm-up and their ratio, as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import distributed
+from distributed import Client, Future, LocalCluster, get_client
+
+import unnest
+
+# -- tasks (run as a script, they travel to the workers by value) ---------------
+
+
+def inc(x):
+    return x + 1
+
+
+def slow(value, seconds):
+    time.sleep(seconds)
+    return value
+
+
+def chain(depth):
+    """A task that returns the future of the next one, ``depth`` times."""
+    if depth == 0:
+        return "end"
+    return unnest.hand_off(get_client().submit(chain, depth - 1, pure=False))
+
+
+@dask.delayed
+def delayed_chain(depth, seconds):
+    """Delayed returning Delayed ``depth`` times, each step ``seconds`` long."""
+    time.sleep(seconds)
+    if depth == 1:
+        return "chain"
+    return delayed_chain(depth - 1, seconds)
+
+
+@dask.delayed
+def delayed_leaf(i):
+    return dask.delayed(inc)(i)
+
+
+# -- references -----------------------------------------------------------------
+
+
+def identity_walk(obj):
+    """The minimal recursive walk that rebuilds nothing it need not."""
+    if type(obj) is list:
+        new = [identity_walk(x) for x in obj]
+        return obj if all(a is b for a, b in zip(new, obj)) else new
+    if type(obj) is tuple:
+        new = tuple(identity_walk(x) for x in obj)
+        return obj if all(a is b for a, b in zip(new, obj)) else new
+    if type(obj) is dict:
+        new = {k: identity_walk(v) for k, v in obj.items()}
+        return obj if all(new[k] is v for k, v in obj.items()) else new
+    return obj
+
+
+def polling_resolver(obj):
+    """The usual workaround: sleep-poll each future, one at a time, recursively."""
+    if isinstance(obj, Future):
+        while not obj.done():
+            time.sleep(0.25)
+        return polling_resolver(obj.result())
+    if isinstance(obj, list):
+        return [polling_resolver(x) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(polling_resolver(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: polling_resolver(v) for k, v in obj.items()}
+    return obj
+
+
+def result_each(obj):
+    """``.result()`` on each future, recursively."""
+    if isinstance(obj, Future):
+        return result_each(obj.result())
+    if isinstance(obj, list):
+        return [result_each(x) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(result_each(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: result_each(v) for k, v in obj.items()}
+    return obj
+
+
+def hand_loop(x, client):
+    """``while isinstance(x, Future): x = x.result()``, plus the least a
+    multi-process cluster demands: returned futures arrive unbound, so bind
+    each to the client and tell the scheduler the client wants it."""
+    while isinstance(x, Future):
+        if x.status is None:
+            x = Future(x.key, client)
+            client._send_to_scheduler({"op": "client-desires-keys", "keys": [x.key]})
+        x = x.result()
+    return x
+
+
+# -- measuring ------------------------------------------------------------------
+
+
+def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Medians of ``a`` and ``b`` timed alternately, after one warm-up each."""
+    a()
+    b()
+    times_a, times_b = [], []
+    for _ in range(repeat):
+        for fn, times in ((a, times_a), (b, times_b)):
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def nested_plain(leaves: int) -> dict:
+    per = 100
+    return {
+        f"k{i}": [(j, str(j), [j, j + 1]) for j in range(per // 4)]
+        for i in range(max(1, leaves // per))
+    }
+
+
+def nested_futures(futures: list) -> dict:
+    return {
+        "lists": [{"f": f, "t": (f, 1)} for f in futures[: len(futures) // 2]],
+        "tuple": tuple([x] for x in futures[len(futures) // 2 :]),
+    }
+
+
+class Row:
+    """One scenario: unnest's figure, the reference's, and the target.
+
+    ``target`` is ``"≤R×"`` (a ratio), ``"≤ +N ms"`` (time added to the
+    reference) or ``"report"`` (no target).
+    """
+
+    def __init__(self, scenario, ours, ref, target, unit="s"):
+        print(f"  measured: {scenario}", file=sys.stderr, flush=True)
+        self.scenario, self.ours, self.ref = scenario, ours, ref
+        self.target, self.unit = target, unit
+
+    @property
+    def ratio(self):
+        return self.ours / self.ref if self.ref else float("inf")
+
+    def met(self):
+        if self.target.endswith("×"):
+            return self.ratio <= float(self.target.strip("≤×"))
+        if self.target.endswith("ms"):
+            return (self.ours - self.ref) * 1000 <= float(self.target.strip("≤ +ms"))
+        return None
+
+    def cells(self):
+        fmt = {"s": lambda v: f"{v * 1000:.1f} ms", "B": lambda v: f"{v / 1e6:.2f} MB"}[self.unit]
+        met = self.met()
+        verdict = "" if met is None else (" ✓" if met else " ✗ missed")
+        if self.target.endswith("ms"):
+            ratio = f"+{(self.ours - self.ref) * 1000:.0f} ms"
+        else:
+            ratio = f"{self.ratio:.3f}×" if self.ratio < 0.1 else f"{self.ratio:.2f}×"
+        return [self.scenario, fmt(self.ours), fmt(self.ref), ratio, self.target + verdict]
+
+
+def plain_walk(client, quick, repeat):
+    plain = nested_plain(10_000 if quick else 100_000)
+    assert unnest.unwrap(plain) is plain and identity_walk(plain) is plain
+    ours, ref = interleaved(lambda: unnest.unwrap(plain), lambda: identity_walk(plain), repeat)
+    n = sum(4 for v in plain.values() for _ in v)
+    return [Row(f"plain {n:,}-leaf dict/list/tuple, nothing to resolve", ours, ref, "≤1.0×")]
+
+
+def finished_futures(client, quick, repeat):
+    count = 1_000 if quick else 10_000
+    futures = client.map(inc, range(count), pure=False)
+    distributed.wait(futures)
+    nested = nested_futures(futures)
+    assert unnest.unwrap(nested)["lists"][0]["f"] == 1
+    rows = []
+    ours, ref = interleaved(lambda: unnest.unwrap(nested), lambda: client.gather(futures), repeat)
+    name = f"{count:,} finished futures, nested"
+    rows.append(Row(f"{name} — vs one flat `client.gather`", ours, ref, "≤1.3×"))
+    # The sleep-polling resolver costs a round trip per future: fewer repeats.
+    ours, ref = interleaved(
+        lambda: unnest.unwrap(nested), lambda: polling_resolver(nested), 1 if quick else 3
+    )
+    rows.append(Row(f"{name} — vs a sleep-polling resolver", ours, ref, "report"))
+    ours, ref = interleaved(
+        lambda: unnest.unwrap(nested), lambda: result_each(nested), 1 if quick else 3
+    )
+    rows.append(Row(f"{name} — vs `.result()` on each", ours, ref, "report"))
+    return rows
+
+
+def future_chain(client, quick, repeat):
+    depth = 5 if quick else 30
+    top = client.submit(chain, depth, pure=False)
+    assert unnest.unwrap(top) == "end" == hand_loop(top, client)
+    ours, ref = interleaved(lambda: unnest.unwrap(top), lambda: hand_loop(top, client), repeat)
+    return [Row(f"{depth}-level future chain — vs hand `.result()` loop", ours, ref, "≤1.3×")]
+
+
+def skewed_delayed(client, quick, repeat):
+    step = 0.05 if quick else 0.25
+    critical = 4 * step
+
+    def skewed():
+        return unnest.unwrap([dask.delayed(slow)("leaf", critical), delayed_chain(4, step)])
+
+    skewed()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        assert skewed() == ["leaf", "chain"]
+        times.append(time.perf_counter() - start)
+    name = (
+        f"skewed Delayed: {critical:.2f} s leaf beside 4 Delayed-returning-Delayed {step} s steps"
+    )
+    return [Row(f"{name} — vs the critical path", statistics.median(times), critical, "≤1.25×")]
+
+
+def waiting_cpu(client, quick, repeat):
+    seconds = 0.5 if quick else 2.0
+
+    def cpu(wait):
+        future = client.submit(slow, 1, seconds, pure=False)
+        start = time.process_time()
+        wait(future)
+        return time.process_time() - start
+
+    ours, ref = [], []
+    for _ in range(repeat):
+        ours.append(cpu(unnest.unwrap))
+        ref.append(cpu(lambda f: f.result()))
+    name = f"CPU seconds of this process while waiting {seconds} s on one task"
+    return [
+        Row(f"{name} — vs `f.result()`", statistics.median(ours), statistics.median(ref), "≤1.5×")
+    ]
+
+
+def memory(client, quick, repeat):
+    leaves = 100_000 if quick else 1_000_000
+    big = nested_plain(leaves)
+    inner = next(iter(big.values()))
+    inner.append({"deep": [client.submit(inc, 1, pure=False)]})
+    distributed.wait(inner[-1]["deep"])
+    assert unnest.unwrap(big)["k0"][-1] == {"deep": [2]}
+    ours = peak(lambda: unnest.unwrap(big))
+    ref = peak(lambda: copy.deepcopy(big))
+    name = f"peak memory: unwrap of a {leaves:,}-leaf structure, one future deep inside"
+    return [Row(f"{name} — vs `copy.deepcopy`", ours, ref, "≤0.01×", unit="B")]
+
+
+def delayed_leaves(client, quick, repeat):
+    leaves = 100 if quick else 1_000
+    ours, ref = interleaved(
+        lambda: unnest.unwrap([delayed_leaf(i) for i in range(leaves)]),
+        lambda: dask.compute([dask.delayed(inc)(i) for i in range(leaves)]),
+        repeat,
+    )
+    name = f"{leaves:,} Delayed-returning-Delayed leaves"
+    return [Row(f"{name} — vs `dask.compute` of them built flat", ours, ref, "report")]
+
+
+def import_time(client, quick, repeat):
+    def run(code):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - start
+
+    ours, ref = interleaved(
+        lambda: run("import distributed, unnest"), lambda: run("import distributed"), repeat
+    )
+    name = "import time: `import distributed, unnest`"
+    return [Row(f"{name} — vs `import distributed`", ours, ref, "≤ +50 ms")]
+
+
+SCENARIOS = [
+    plain_walk,
+    finished_futures,
+    future_chain,
+    skewed_delayed,
+    waiting_cpu,
+    memory,
+    delayed_leaves,
+    import_time,
+]
+
+
+def peak(fn):
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def machine(client):
+    workers = client.scheduler_info()["workers"]
+    threads = sum(w["nthreads"] for w in workers.values())
+    return (
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, dask {dask.__version__}, "
+        f"distributed {distributed.__version__}, unnest {unnest.__version__}; "
+        f"cluster: {len(workers)} worker processes, {threads} threads"
+    )
+
+
+def table(rows, title):
+    header = ["scenario", "unnest", "reference", "ratio", "target"]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="use this cluster")
+    args = parser.parse_args(argv)
+    if args.scheduler:
+        client = Client(args.scheduler)
+        cluster = None
+    else:
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
+        )
+        client = Client(cluster)
+    try:
+        repeat = 3 if args.quick else 7
+        rows = []
+        with dask.config.set(scheduler=client):
+            for scenario in SCENARIOS:
+                rows += scenario(client, args.quick, repeat)
+        print(table(rows, f"Machine: {machine(client)}"))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
