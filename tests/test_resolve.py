@@ -342,3 +342,10 @@ def test_unwrap_async_without_a_client():
             return await unnest.unwrap_async([pool.submit(lambda: (pool.submit(inc, 1),))])
 
     assert asyncio.run(main()) == [(2,)]
+
+
+@pytest.mark.integration
+def test_futures_are_resolved_with_their_own_open_client(client, cli_client):
+    future = client.submit(inc, 1)
+    assert Client.current() is cli_client  # another scheduler's client is current
+    assert unnest.unwrap({"x": [future]}) == {"x": [2]}

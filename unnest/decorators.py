@@ -172,7 +172,8 @@ def _by_reference(wrapper: resolving) -> tuple[str, str] | None:
     """``(module, qualname)`` if the module attribute is this very wrapper."""
     module = getattr(wrapper.func, "__module__", None)
     qualname = getattr(wrapper.func, "__qualname__", None)
-    if not module or not qualname or "<locals>" in qualname:
+    # Like cloudpickle, take __main__ by value: another process has another one.
+    if not module or module == "__main__" or not qualname or "<locals>" in qualname:
         return None
     try:
         found = _unwrapped(_attribute(module, qualname))

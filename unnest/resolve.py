@@ -39,8 +39,8 @@ Every placeholder starts waiting the moment it is discovered: a fast deep
 branch is never held back by a slow shallow one.
 
 Futures are always waited on through one client, the *primary* client:
-``client=``, else the client of the running worker task, else the current or
-default client, else the client of the first bound future. Futures that are
+``client=``, else the client of the running worker task, else the client of
+the first bound future, else the current or default client. Futures that are
 unbound (a multi-process cluster deserialises returned futures without a
 client) or bound to another live client of the same scheduler are taken over
 by key: a new ``Future(key, client)`` registers interest with the client, and
@@ -190,19 +190,28 @@ def _distributed() -> Any:
     return distributed
 
 
-def _current_client() -> Any:
-    """The worker task's client, else the current/default client, else None."""
+_CLOSED = ("closing", "closed")
+
+
+def _worker_client() -> Any:
+    """The client of the worker task we run in, or None."""
     if "distributed" not in sys.modules:
         return None
     distributed = _distributed()
     try:
         distributed.get_worker()
     except ValueError:
-        pass
-    else:
-        return distributed.get_client()
+        return None
+    return distributed.get_client()
+
+
+def _current_client() -> Any:
+    """The worker task's client, else the current/default client, else None."""
+    client = _worker_client()
+    if client is not None or "distributed" not in sys.modules:
+        return client
     try:
-        return distributed.Client.current(allow_global=True)
+        return _distributed().Client.current(allow_global=True)
     except ValueError:
         return None
 
@@ -288,7 +297,8 @@ class _Resolution:
         if self.client is None:
             futures = [node.obj for node in self.new if node.kind is FUTURE]
             if futures:
-                self._primary(futures[0])
+                bound = [f for f in futures if f._client is not None]
+                self._primary((bound or futures)[0])
             else:
                 collections = [node.obj for node in self.new if node.kind is COLLECTION]
                 if collections:
@@ -560,10 +570,19 @@ class _Resolution:
                 self.draining = False
 
     def _primary(self, future: Any = None) -> Any:
+        """The client all futures are waited on through (decided once).
+
+        ``client=``, else the running worker task's client, else the client
+        of ``future`` (the first bound future found) if it is open, else the
+        current or default client.
+        """
         if self.client is None:
-            client = _current_client()
-            if client is None and future is not None:
-                client = future._client
+            client = _worker_client()
+            owner = future._client if future is not None else None
+            if client is None and owner is not None and owner.status not in _CLOSED:
+                client = owner
+            if client is None:
+                client = _current_client()
             if client is None:
                 raise ValueError(
                     f"cannot resolve the future {future.key!r}: it is not bound to a "
@@ -581,7 +600,7 @@ class _Resolution:
             return future
         if owner is not None:
             where = _where(node)
-            if owner.status in ("closing", "closed"):
+            if owner.status in _CLOSED:
                 raise ValueError(f"the future {future.key!r} at {where} belongs to a closed client")
             if owner.scheduler.address != client.scheduler.address:
                 raise ValueError(
@@ -589,7 +608,7 @@ class _Resolution:
                     f"scheduler {owner.scheduler.address}, but unnest is resolving "
                     f"with a client of {client.scheduler.address}"
                 )
-        if client.status in ("closing", "closed"):
+        if client.status in _CLOSED:
             raise ValueError(f"cannot resolve the future {future.key!r}: the client is closed")
         key = future.key
         known = key in client.futures
@@ -1028,8 +1047,8 @@ def unwrap(
         Any structure.
     client : distributed.Client, optional
         The client to wait and compute through. Defaults to the client of the
-        running worker task, else the current client, else the client of the
-        first bound future. Without any, dask collections are computed with
+        running worker task, else the client of the first bound future found,
+        else the current client. Without any, dask collections are computed with
         ``dask.compute`` on the configured scheduler.
     timeout : float, optional
         Seconds for the whole call; ``TimeoutError`` when they pass. Nothing of
