@@ -14,6 +14,7 @@ from distributed.utils_test import (  # noqa: F401  (pytest fixtures)
     loop,
     loop_in_thread,
 )
+from hypothesis import settings
 
 import unnest.resolve
 
@@ -56,31 +57,61 @@ def _kill(procs):
     assert not left, f"process groups left running: {left}"
 
 
-@pytest.fixture(scope="session")
-def cli_cluster(tmp_path_factory):
-    """A scheduler and two workers as `dask` command processes on 127.0.0.1.
+@contextlib.contextmanager
+def cli_processes(directory, nworkers=2):
+    """A scheduler and ``nworkers`` workers as `dask` command processes on 127.0.0.1.
 
-    Yields the scheduler file. Every process it started is killed by process
-    group and reaped at teardown; teardown fails if any is left.
+    Yields ``(scheduler_file, scheduler_process, worker_processes)``. Every
+    process is killed by process group and reaped on exit, which fails if
+    any is left.
     """
-    scheduler_file = str(tmp_path_factory.mktemp("cli-cluster") / "scheduler.json")
+    scheduler_file = str(Path(directory) / "scheduler.json")
     env = dict(os.environ)
     # Workers import the test modules' functions by reference.
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent), env.get("PYTHONPATH", "")])
     common = ["--scheduler-file", scheduler_file, "--no-dashboard"]
-    procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env)]
+    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env)
+    workers = []
     try:
-        for _ in range(2):
+        for _ in range(nworkers):
             worker = ["--host", "127.0.0.1", "--nthreads", "2", "--no-nanny", *common]
-            procs.append(_dask("worker", *worker, env=env))
+            workers.append(_dask("worker", *worker, env=env))
         with Client(scheduler_file=scheduler_file, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
-        yield scheduler_file
+            client.wait_for_workers(nworkers, timeout=60)
+        yield scheduler_file, scheduler, workers
     finally:
-        _kill(procs)
+        _kill([scheduler, *workers])
+
+
+@pytest.fixture(scope="session")
+def cli_cluster(tmp_path_factory):
+    """A session-wide cluster of `dask` command processes; yields its scheduler file."""
+    with cli_processes(tmp_path_factory.mktemp("cli-cluster")) as (scheduler_file, _, _):
+        yield scheduler_file
+
+
+@pytest.fixture
+def fault_cluster(tmp_path):
+    """A cluster of `dask` command processes of its own, for tests that kill parts."""
+    with cli_processes(tmp_path) as processes:
+        yield processes
 
 
 @pytest.fixture
 def cli_client(cli_cluster):
     with Client(scheduler_file=cli_cluster, timeout=30) as cli:
         yield cli
+
+
+# -- Hypothesis: thorough in CI, more with --slow -----------------------------
+
+settings.register_profile("ci", max_examples=2000, deadline=None)
+settings.register_profile("slow", max_examples=20000, deadline=None)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="more Hypothesis examples")
+
+
+def pytest_configure(config):
+    settings.load_profile("slow" if config.getoption("--slow") else "ci")

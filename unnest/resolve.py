@@ -695,6 +695,14 @@ class _Resolution:
         else:  # cancelled
             exc = future._state.exception
             reason = getattr(exc, "reason", None)
+            if future._client.status in _CLOSED:
+                error = RuntimeError(
+                    f"the client was closed while unwrap waited for the future "
+                    f"{future.key!r} at {_where(node)}"
+                )
+                error.__cause__ = exc
+                self._abort(error)
+                return
             if node.since is None or reason not in ("unknown", "already forgotten"):
                 self._fail(node, exc)
                 return

@@ -1,0 +1,393 @@
+"""Faults, bad input and load: the right answer or a clear error, never a hang."""
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import random
+import signal
+import threading
+import time
+import typing
+
+import pytest
+from distributed import Client, Event, Future, LocalCluster, get_client, wait
+from helpers import keys_left
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import containers
+
+import unnest
+from unnest.handoff import hand_off_state
+
+pytestmark = pytest.mark.integration
+
+
+def inc(x):
+    return x + 1
+
+
+def fail(x):
+    raise ZeroDivisionError(f"boom {x}")
+
+
+def started_then_sleep(i, seconds):
+    Event("children-started").set()
+    time.sleep(seconds)
+    return i
+
+
+@unnest.resolving
+def slow_producer(n, seconds):
+    client = get_client()
+    return [client.submit(started_then_sleep, i, seconds, pure=False) for i in range(n)]
+
+
+def wait_event(name, value):
+    Event(name).wait()
+    return value
+
+
+def in_thread(fn):
+    """Run ``fn`` in a thread; returns a concurrent future of its outcome."""
+    result = concurrent.futures.Future()
+
+    def run():
+        try:
+            result.set_result(fn())
+        except BaseException as e:
+            result.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return result
+
+
+def worker_pid(client, address):
+    return client.run(os.getpid, workers=[address])[address]
+
+
+# -- Faults ---------------------------------------------------------------------
+
+
+def test_worker_killed_while_inner_futures_compute(fault_cluster):
+    scheduler_file, _, _ = fault_cluster
+    with Client(scheduler_file=scheduler_file) as client:
+        producer = client.submit(slow_producer, 8, 1.0, pure=False)
+        outcome = in_thread(lambda: unnest.unwrap({"p": producer}, timeout=120))
+        Event("children-started", client=client).wait(timeout=60)
+        victim = next(iter(client.scheduler_info()["workers"]))
+        os.kill(worker_pid(client, victim), signal.SIGKILL)
+        assert outcome.result(timeout=120) == {"p": list(range(8))}
+
+
+def test_only_copy_of_data_lost_is_a_fast_clear_error(fault_cluster):
+    scheduler_file, _, _ = fault_cluster
+    with Client(scheduler_file=scheduler_file) as client:
+        victim = next(iter(client.scheduler_info()["workers"]))
+        [data] = client.scatter([list(range(10))], workers=[victim])  # no recipe to recompute
+        os.kill(worker_pid(client, victim), signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(Exception) as info:
+            unnest.unwrap({"data": [data]}, timeout=60)
+        assert not isinstance(info.value, TimeoutError), info.value
+        assert data.key in str(info.value) + "".join(getattr(info.value, "__notes__", []))
+        assert time.monotonic() - start < 30
+
+
+def test_scheduler_killed_while_waiting(fault_cluster):
+    scheduler_file, scheduler, _ = fault_cluster
+    with Client(scheduler_file=scheduler_file) as client:
+        blocked = client.submit(wait_event, "never-scheduler", 0, pure=False)
+        outcome = in_thread(lambda: unnest.unwrap({"x": blocked}, timeout=60))
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(Exception, match="scheduler-connection-lost") as info:
+            outcome.result(timeout=30)
+        assert time.monotonic() - start < 5
+        assert "obj['x']" in info.value.__notes__[-1]
+
+
+def test_client_closed_while_another_thread_waits(client):
+    other = Client(client.scheduler.address)
+    blocked = other.submit(wait_event, "never-closed", 0, pure=False)
+    outcome = in_thread(lambda: unnest.unwrap([blocked], client=other, timeout=60))
+    other.close()
+    with pytest.raises(RuntimeError, match="client was closed") as info:
+        outcome.result(timeout=30)
+    assert blocked.key in str(info.value)
+
+
+def test_futures_of_a_closed_client_are_named(client):
+    with Client(client.scheduler.address) as other:
+        theirs = other.submit(inc, 1)
+        theirs.result()
+    with pytest.raises(ValueError, match=rf"{theirs.key}.*obj\[0\].*closed client"):
+        unnest.unwrap([theirs], client=client)
+
+
+def test_futures_of_another_scheduler_are_named(client, cli_client):
+    theirs = cli_client.submit(inc, 1)
+    with pytest.raises(ValueError, match=rf"{theirs.key}.*obj\['a'\].*client of scheduler"):
+        unnest.unwrap({"a": theirs}, client=client)
+
+
+def test_failing_task_deep_in_10000_futures(client):
+    futures = client.map(inc, range(9_999), pure=False)
+    bad = client.submit(fail, 7, pure=False)
+    structure = {"ok": [{"f": f} for f in futures[:5_000]], "deep": [tuple(futures[5_000:]), [bad]]}
+    with pytest.raises(ZeroDivisionError, match="boom 7") as info:
+        unnest.unwrap(structure)
+    assert info.value.__notes__[-1].endswith("at obj['deep'][1][0]")
+    wait(futures)
+    assert {f.status for f in futures} == {"finished"}  # nothing of ours cancelled
+
+
+# -- Bad input --------------------------------------------------------------------
+
+
+class Raising:
+    """Every protocol method raises: unnest must never call them on a leaf."""
+
+    def __eq__(self, other):
+        raise RuntimeError("__eq__")
+
+    def __hash__(self):
+        raise RuntimeError("__hash__")
+
+    def __len__(self):
+        raise RuntimeError("__len__")
+
+    def __iter__(self):
+        raise RuntimeError("__iter__")
+
+    def __bool__(self):
+        raise RuntimeError("__bool__")
+
+
+class Liar:
+    """Claims to be empty, equal to everything, and hashes differently each time."""
+
+    def __eq__(self, other):
+        return True
+
+    def __hash__(self):
+        return random.getrandbits(32)
+
+    def __len__(self):
+        return 0
+
+    def __iter__(self):
+        return iter(())
+
+
+class Defaults(typing.NamedTuple):
+    a: typing.Any
+    b: typing.Any = "default"
+
+
+@dataclasses.dataclass
+class CustomInit:
+    a: typing.Any
+    hidden: typing.Any = dataclasses.field(init=False, default=None)
+
+    def __init__(self, value, *, extra):
+        self.a = value
+        self.hidden = extra
+
+
+class OddDict(dict):
+    def __init__(self, *, required):
+        super().__init__()
+        self.required = required
+
+
+awkward_leaves = st.one_of(
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.just(float("nan")),
+    st.floats(),
+    st.text(max_size=3),
+    st.builds(Raising),
+    st.builds(Liar),
+    st.none(),
+)
+
+
+def awkward_containers(children):
+    def odd_dict(items):
+        d = OddDict(required=len(items))
+        d.update(items)
+        return d
+
+    return st.one_of(
+        containers(children),
+        st.tuples(children).map(lambda t: Defaults(*t)),
+        st.tuples(children, children).map(lambda t: CustomInit(t[0], extra=t[1])),
+        st.dictionaries(st.text(max_size=3), children, max_size=3).map(odd_dict),
+    )
+
+
+def recursive_variant(obj):
+    """Sometimes make the structure contain itself."""
+    if isinstance(obj, list):
+        obj.append(obj)
+    elif isinstance(obj, dict) and type(obj) is dict:
+        obj["self"] = obj
+    return obj
+
+
+awkward = st.tuples(
+    st.recursive(awkward_leaves, awkward_containers, max_leaves=20), st.booleans()
+).map(lambda t: recursive_variant(t[0]) if t[1] else t[0])
+
+
+def done(value):
+    f = concurrent.futures.Future()
+    f.set_result(value)
+    return f
+
+
+def snapshot(obj, seen=None):
+    """The identity of every object reachable through walked containers."""
+    seen = {} if seen is None else seen
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        if isinstance(item, (list, tuple, set, frozenset, collections.deque)):
+            seen[id(item)] = (type(item), [id(x) for x in item])
+            stack.extend(item)
+        elif isinstance(item, dict):
+            seen[id(item)] = (type(item), [(id(k), id(v)) for k, v in item.items()])
+            stack.extend(item.values())
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            values = [getattr(item, f.name) for f in dataclasses.fields(item)]
+            seen[id(item)] = (type(item), [id(v) for v in values])
+            stack.extend(values)
+    return seen
+
+
+def swap_ints(obj):
+    """``obj`` with small int leaves replaced by finished futures (no cycles)."""
+    if type(obj) is int and abs(obj) < 1000:
+        return done(obj)
+    if type(obj) is list:
+        return [swap_ints(x) for x in obj]
+    if type(obj) is tuple:
+        return tuple(swap_ints(x) for x in obj)
+    if type(obj) is dict:
+        return {k: swap_ints(v) for k, v in obj.items()}
+    return obj
+
+
+def is_acyclic(obj, stack=()):
+    if isinstance(obj, (list, tuple, dict)):
+        if any(obj is s for s in stack):
+            return False
+        values = obj.values() if isinstance(obj, dict) else obj
+        return all(is_acyclic(v, (*stack, obj)) for v in values)
+    return True
+
+
+@given(awkward)
+def test_awkward_input_nothing_to_resolve(obj):
+    before = snapshot(obj)
+    assert unnest.unwrap(obj) is obj
+    assert snapshot(obj) == before  # never mutated
+
+
+@given(awkward)
+def test_awkward_input_with_futures_swapped_in(obj):
+    if not is_acyclic(obj):
+        return
+    with_futures = swap_ints(obj)
+    before = snapshot(with_futures)
+    result = unnest.unwrap(with_futures)
+    assert snapshot(with_futures) == before
+    assert same_plain(result, obj)
+
+
+def same_plain(result, original):
+    """``result`` equals ``original`` where swap_ints put futures."""
+    if type(original) in (list, tuple):
+        return type(result) is type(original) and all(
+            same_plain(r, o) for r, o in zip(result, original)
+        )
+    if type(original) is dict:
+        return type(result) is dict and all(same_plain(result[k], original[k]) for k in original)
+    if type(original) is int:
+        return result == original
+    return result is original
+
+
+# -- Load -------------------------------------------------------------------------
+
+
+def test_many_futures_in_one_structure(client):
+    count = 20_000  # 100,000 in the figures of the README (see its command)
+    futures = client.map(inc, range(count), pure=False)
+    structure = {"a": [{"x": f} for f in futures[: count // 2]], "b": tuple(futures[count // 2 :])}
+    result = unnest.unwrap(structure)
+    assert result["a"][-1] == {"x": count // 2} and result["b"][-1] == count
+
+
+def test_concurrent_unwraps_from_8_threads(client):
+    futures = client.map(inc, range(200), pure=False)
+    shared = [{"i": i, "fs": futures[i : i + 20]} for i in range(0, 200, 20)]
+    expected = [{"i": i, "fs": list(range(i + 1, i + 21))} for i in range(0, 200, 20)]
+
+    def fifty():
+        return [unnest.unwrap(shared) for _ in range(50)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = [r for batch in pool.map(lambda _: fifty(), range(8)) for r in batch]
+    assert len(results) == 400 and all(r == expected for r in results)
+
+
+def unwrap_own_children(depth):
+    if depth == 0:
+        return 0
+    child = get_client().submit(unwrap_own_children, depth - 1, pure=False)
+    return unnest.unwrap({"child": child})["child"] + 1
+
+
+def test_one_thread_worker_ten_levels_deep():
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert client.submit(unwrap_own_children, 10).result(timeout=100) == 10
+
+
+@unnest.resolving
+def produce_ten(i):
+    client = get_client()
+    return [client.submit(inc, 10 * i + j, pure=False) for j in range(10)]
+
+
+@unnest.resolving
+def consume(values, delay):
+    time.sleep(delay)
+    return sum(values)
+
+
+def test_hand_off_under_churn(client):
+    producers = client.map(produce_ten, range(1_000), pure=False)
+    rng = random.Random(0)
+    consumers = [client.submit(consume, p, rng.uniform(0, 0.01), pure=False) for p in producers]
+    sums = client.gather(consumers)
+    assert sums == [sum(inc(10 * i + j) for j in range(10)) for i in range(1_000)]
+    del producers, consumers
+    assert keys_left(client, timeout=60) == []
+    assert hand_off_state(client)["holds"] == 0
+
+
+def test_unbound_future_of_a_forgotten_key_under_load(client):
+    keys = []
+    for f in client.map(inc, range(50), pure=False):
+        keys.append(f.key)
+    assert keys_left(client) == []  # all forgotten
+    results = unnest.unwrap([Future(k) for k in keys[:3]], client=client, return_exceptions=True)
+    assert all(isinstance(r, unnest.ForgottenFutureError) for r in results)
