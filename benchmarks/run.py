@@ -311,6 +311,7 @@ SCENARIOS = [
 
 
 def peak(fn):
+    """Peak memory traced during ``fn`` (tracemalloc slows it: never timed)."""
     gc.collect()
     tracemalloc.start()
     try:

@@ -11,7 +11,7 @@ import time
 import typing
 
 import pytest
-from distributed import Client, Event, Future, LocalCluster, get_client, wait
+from distributed import Client, Event, Future, get_client, wait
 from helpers import keys_left
 from hypothesis import given
 from hypothesis import strategies as st
@@ -342,23 +342,6 @@ def test_concurrent_unwraps_from_8_threads(client):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = [r for batch in pool.map(lambda _: fifty(), range(8)) for r in batch]
     assert len(results) == 400 and all(r == expected for r in results)
-
-
-def unwrap_own_children(depth):
-    if depth == 0:
-        return 0
-    child = get_client().submit(unwrap_own_children, depth - 1, pure=False)
-    return unnest.unwrap({"child": child})["child"] + 1
-
-
-def test_one_thread_worker_ten_levels_deep():
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        assert client.submit(unwrap_own_children, 10).result(timeout=100) == 10
 
 
 @unnest.resolving

@@ -307,7 +307,8 @@ def test_one_thread_worker_does_not_deadlock():
         ) as cluster,
         Client(cluster) as client,
     ):
-        assert client.submit(unwrap_own_children, 3).result(timeout=60) == 3
+        # Each level is a task that unwraps the task it submitted: 10 deep.
+        assert client.submit(unwrap_own_children, 10).result(timeout=100) == 10
         assert client.submit(unwrap_delayed_in_task, 5).result(timeout=60) == [1, 2, 3, 4, 5]
 
 

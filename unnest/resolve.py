@@ -63,7 +63,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import math
 import os
 import sys
@@ -79,6 +78,7 @@ __all__ = ["ForgottenFutureError", "unwrap", "unwrap_async", "unwrap_or_wait"]
 T = TypeVar("T")
 
 _SAME = object()  # outcome: nothing inside to resolve
+_MISS = object()  # a type not classified yet
 _EXPANDING = object()  # memo marker: container on the walk stack (cycle check)
 _ROOT = object()  # the kind of the root node
 
@@ -486,6 +486,13 @@ class _Resolution:
         """A placeholder produced ``value``: walk it and fill the node's slot."""
         self.unfinished.discard(node)
         anchor, node.future = node.future, None
+        if _kinds.get(type(value), _MISS) is LEAF:
+            # The common case -- a plain value -- needs no walk.
+            try:
+                self._fill(node, value)
+            except BaseException as e:
+                self._abort(e)
+            return
         try:
             out = self._walk(value, node, 0)
             if isinstance(out, _Node):
@@ -501,28 +508,44 @@ class _Resolution:
             self.anchors.append(anchor)
 
     def _fill(self, node: _Node, value: Any) -> None:
-        work = [(node, 0, value)]
+        """Put ``value`` in slot 0 of ``node``; complete what that completes.
+
+        A work list, not recursion (a chain can be 100,000 nodes long), and
+        allocated only where a completed node has several parents.
+        """
+        i = 0
+        work: list[tuple[_Node, int, Any]] | None = None
         memo = self.memo
-        while work:
-            node, i, value = work.pop()
+        while True:
             node.values[i] = value
             node.npending -= 1
-            if node.npending:
-                continue
-            kind = node.kind
-            if kind is _ROOT:
-                if self.done is not None and not self.done.done():
-                    self.done.set_result(value)
-                continue
-            if isinstance(kind, Container):
-                value = self._rebuild(
-                    kind, node.obj, node.rebuild, node.values, functools.partial(_where, node)
-                )
-                memo[id(node.obj)] = (node.obj, value)
-            else:
-                value = node.values[0]
-            for parent, j in node.parents:
-                work.append((parent, j, value))
+            if not node.npending:
+                kind = node.kind
+                if kind is _ROOT:
+                    if self.done is not None and not self.done.done():
+                        self.done.set_result(value)
+                elif type(kind) is Container:
+                    try:
+                        value = node.rebuild(node.values)
+                    except Exception as e:
+                        raise TypeError(
+                            f"cannot rebuild the {type(node.obj).__name__} at "
+                            f"{_where(node)} from its resolved contents: {e!r}"
+                        ) from e
+                    memo[id(node.obj)] = (node.obj, value)
+                else:
+                    value = node.values[0]
+                parents = node.parents
+                if len(parents) == 1:
+                    node, i = parents[0]
+                    continue
+                if parents:
+                    if work is None:
+                        work = []
+                    work.extend((parent, j, value) for parent, j in parents)
+            if not work:
+                return
+            node, i, value = work.pop()
 
     def _fail(self, node: _Node, exc: BaseException) -> None:
         """A placeholder raised ``exc``."""
