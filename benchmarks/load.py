@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import sys
 import time
 
 import distributed
-from distributed import Client, LocalCluster
-from run import peak  # benchmarks/run.py, beside this script
+from run import cluster_client, peak  # benchmarks/run.py, beside this script
 
 import unnest
 
@@ -37,19 +35,7 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--scheduler", metavar="ADDRESS")
     args = parser.parse_args(argv)
-    cluster = None
-    if args.scheduler:
-        client = Client(args.scheduler)
-    else:
-        cluster = LocalCluster(
-            n_workers=2,
-            threads_per_worker=2,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
-    try:
+    with cluster_client(args.scheduler) as client:
         n = args.count
         futures = client.map(inc, range(n), pure=False)
         distributed.wait(futures)
@@ -62,10 +48,6 @@ def main(argv=None):
         print(f"{n:,} finished futures nested in dicts/lists/tuples")
         print(f"  unnest.unwrap:        {seconds:6.2f} s, peak {ours / 1e6:6.1f} MB traced")
         print(f"  client.gather (flat): {ref_seconds:6.2f} s, peak {ref / 1e6:6.1f} MB traced")
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return 0
 
 

@@ -9,8 +9,10 @@ reports the medians after a warm-up and their ratio, as a Markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
+import logging
 import os
 import platform
 import statistics
@@ -321,6 +323,26 @@ def peak(fn):
         tracemalloc.stop()
 
 
+@contextlib.contextmanager
+def cluster_client(address):
+    """A client of ``address``, else of a local cluster of 2 processes x 2 threads."""
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
 def machine(client):
     workers = client.scheduler_info()["workers"]
     threads = sum(w["nthreads"] for w in workers.values())
@@ -343,25 +365,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="use this cluster")
     args = parser.parse_args(argv)
-    if args.scheduler:
-        client = Client(args.scheduler)
-        cluster = None
-    else:
-        cluster = LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
-        )
-        client = Client(cluster)
-    try:
+    with cluster_client(args.scheduler) as client:
         repeat = 3 if args.quick else 7
         rows = []
         with dask.config.set(scheduler=client):
             for scenario in SCENARIOS:
                 rows += scenario(client, args.quick, repeat)
         print(table(rows, f"Machine: {machine(client)}"))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return 0
 
 
