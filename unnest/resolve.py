@@ -370,15 +370,8 @@ class _Resolution:
                     out = self._memo_outcome(hit[1], child, parent, pidx, stack)
                 else:
                     out = self._placeholder(child, kind)
-                if out is _SAME:
-                    continue
-                # Record the outcome: frame[6] collects pending nodes,
-                # frame[5] new values (inlined: this is the hot loop).
-                slot = 6 if type(out) is _Node else 5
-                if frame[slot] is None:
-                    frame[slot] = [(i - 1, out)]
-                else:
-                    frame[slot].append((i - 1, out))
+                if out is not _SAME:
+                    _record(frame, i - 1, out)
             frame[3] = i
             if descend is not None:
                 if memoize:
@@ -980,6 +973,7 @@ def _forgotten_grace() -> float:
 
 
 def _record(frame: list[Any], i: int, out: Any) -> None:
+    """Note child ``i``'s outcome: frame[6] collects pending nodes, frame[5] new values."""
     if isinstance(out, _Node):
         if frame[6] is None:
             frame[6] = []
