@@ -44,12 +44,18 @@ the first bound future, else the current or default client. Futures that are
 unbound (a multi-process cluster deserialises returned futures without a
 client) or bound to another live client of the same scheduler are taken over
 by key: a new ``Future(key, client)`` registers interest with the client, and
-if the client did not know the key we send the scheduler
-``client-desires-keys`` followed by ``report-key``. The scheduler handles both
-in order on one stream: a key it still has is now held for us and reported
-when done; a key it has forgotten is answered at once with ``cancelled-keys``,
-which we turn into :class:`ForgottenFutureError` instead of a hang. The user's
-own futures are never cancelled or released by us; only ours are dropped.
+if the client did not know the key, one ``unnest_take_over`` request per batch
+asks the scheduler's hand-off plugin (:mod:`unnest.handoff`) to register the
+client as wanting each key, and to say which keys are forgotten (an error at
+once) or not known yet (a key a task submitted just before returning, whose
+``update-graph`` is still on its way: asked again, backing off, within
+``unnest.forgotten-key-grace``). We keep our future of the result these keys
+came in until the answer arrives. Without the plugin we send
+``client-desires-keys`` then ``report-key`` on the client's own stream; the
+scheduler handles both in order, so a key it has is held for us and reported
+when done, and a key it does not know is answered with ``cancelled-keys``
+instead of silence. The user's own futures are never cancelled or released by
+us; only ours are dropped.
 
 The sync ``unwrap`` walks the input in the calling thread, so a structure with
 nothing to resolve costs no thread hop, then blocks on a
