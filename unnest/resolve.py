@@ -20,7 +20,7 @@ completely -- and the outcome fills the slot. A node whose last slot fills
 rebuilds its container and fills its parents in turn (``_fill``, a work list,
 never recursion), until the root is filled and the call returns.
 
-Waiting is driven by one event loop, never by sleeping:
+Waiting is driven by one event loop, never by sleep-polling:
 
 * with a distributed client, the client's loop. A future that is not yet done
   gets one small task awaiting its ``FutureState`` (the same event that
