@@ -22,6 +22,17 @@ def producer(n, wait_children=False):
     return unnest.hand_off({"xs": futures, "n": n})
 
 
+async def async_producer(n):
+    client = get_client()
+    futures = [client.submit(inc, i, pure=False) for i in range(n)]
+    return await unnest.hand_off_async({"xs": futures})
+
+
+async def async_producer_blocking(n):
+    client = get_client()
+    return unnest.hand_off([client.submit(inc, i, pure=False) for i in range(n)])
+
+
 @unnest.resolving
 def levels(depth):
     """A future of a future of ... (``depth`` levels), handed off by ``resolving``."""
@@ -36,6 +47,18 @@ def test_hand_off_then_unwrap(client):
     del p
     assert keys_left(client) == []
     assert hand_off_state(client)["holds"] == 0
+
+
+def test_hand_off_async_in_an_async_task(client):
+    p = client.submit(async_producer, 3, pure=False)
+    assert unnest.unwrap(p) == {"xs": [1, 2, 3]}
+    del p
+    assert keys_left(client) == []
+
+
+def test_blocking_hand_off_in_an_async_task_says_what_to_use(client):
+    with pytest.raises(RuntimeError, match="hand_off_async"):
+        client.submit(async_producer_blocking, 2, pure=False).result()
 
 
 def test_futures_of_futures_of_futures(client):

@@ -20,6 +20,10 @@ def test_public_names():
         "unwrap_or_wait",
         "register_container",
         "ForgottenFutureError",
+        "hand_off",
+        "hand_off_async",
+        "resolving",
+        "resolves_nested",
         "__version__",
     }
     assert unnest.unwrap_or_wait is unnest.unwrap

@@ -1,7 +1,7 @@
 """unnest: resolve Dask futures within futures, to any depth, without polling."""
 
 from unnest.decorators import resolves_nested, resolving
-from unnest.handoff import hand_off
+from unnest.handoff import hand_off, hand_off_async
 from unnest.resolve import ForgottenFutureError, unwrap, unwrap_async, unwrap_or_wait
 from unnest.traverse import register_container
 
@@ -11,6 +11,7 @@ __all__ = [
     "ForgottenFutureError",
     "__version__",
     "hand_off",
+    "hand_off_async",
     "register_container",
     "resolves_nested",
     "resolving",

@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 from unnest.traverse import FUTURE, placeholders
 
-__all__ = ["hand_off"]
+__all__ = ["hand_off", "hand_off_async"]
 
 T = TypeVar("T")
 
@@ -147,6 +147,9 @@ def hand_off(obj: T) -> T:
     ValueError
         Some futures are unknown to the scheduler (released or cancelled
         already); they are named.
+    RuntimeError
+        Called in the event loop thread of the futures' client (in an
+        ``async def`` task): use :func:`hand_off_async` there.
 
     Examples
     --------
@@ -166,23 +169,83 @@ def hand_off(obj: T) -> T:
     if not futures:
         return obj
     client = _client_for(futures)
-    keys = list(dict.fromkeys(f.key for f in futures))
-    carrier = _running_task_key()
-    reply = client.sync(
-        request,
+    if _in_loop_thread(client):
+        raise RuntimeError(
+            "hand_off() was called in the event loop thread of its client (an async "
+            "task?); blocking there would deadlock. Use `await "
+            "unnest.hand_off_async(...)` instead."
+        )
+    _check(client.sync(_hold, client, futures, _running_task_key()))
+    return obj
+
+
+async def hand_off_async(obj: T) -> T:
+    """:func:`hand_off` for coroutines: async tasks and asynchronous clients.
+
+    Parameters
+    ----------
+    obj : object
+        The value the task returns.
+
+    Returns
+    -------
+    object
+        ``obj`` itself, unchanged.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> from unnest import hand_off_async
+    >>> asyncio.run(hand_off_async(["nothing", "to hold"]))
+    ['nothing', 'to hold']
+
+    In an ``async def`` task:
+
+    >>> async def producer(n):  # doctest: +SKIP
+    ...     client = distributed.get_client()
+    ...     return await hand_off_async([client.submit(inc, i) for i in range(n)])
+    """
+    futures = placeholders(obj, (FUTURE,))
+    if not futures:
+        return obj
+    client = _client_for(futures)
+    hold = _hold(client, futures, _running_task_key())
+    if _in_loop_thread(client):
+        reply = await hold
+    else:  # a client whose loop runs in another thread
+        reply = await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(hold, client.loop.asyncio_loop)
+        )
+    _check(reply)
+    return obj
+
+
+def _in_loop_thread(client: Any) -> bool:
+    try:
+        return asyncio.get_running_loop() is client.loop.asyncio_loop
+    except RuntimeError:
+        return False
+
+
+async def _hold(client: Any, futures: list[Any], carrier: Any) -> Any:
+    if client.status in ("newly-created", "connecting"):
+        await client  # an async task's worker client may still be starting
+    return await request(
         client,
         "unnest_hold",
-        keys=keys,
+        keys=list(dict.fromkeys(f.key for f in futures)),
         carrier=carrier,
         ttl=_seconds("unnest.hand-off.ttl", "1h"),
         wait=_seconds("unnest.hand-off.wait", "30s"),
     )
+
+
+def _check(reply: dict[str, Any]) -> None:
     if reply["missing"]:
         raise ValueError(
             f"cannot hand off {len(reply['missing'])} future(s) the scheduler does not "
             f"know (released or cancelled already): {reply['missing'][:5]!r}"
         )
-    return obj
 
 
 def _seconds(name: str, default: str) -> float:
@@ -197,7 +260,9 @@ def _running_task_key() -> Any:
 
     try:
         return distributed.get_worker().get_current_task()
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, KeyError):
+        # Not in a worker, or in an async task (it runs in the loop thread,
+        # which the worker does not map to a task): a hold without carrier.
         return None
 
 
