@@ -50,6 +50,7 @@ import asyncio
 import logging
 from typing import Any, TypeVar
 
+from unnest.resolve import _in_loop_thread
 from unnest.traverse import FUTURE, placeholders
 
 __all__ = ["hand_off", "hand_off_async"]
@@ -169,7 +170,7 @@ def hand_off(obj: T) -> T:
     if not futures:
         return obj
     client = _client_for(futures)
-    if _in_loop_thread(client):
+    if _in_loop_thread(client.loop.asyncio_loop):
         raise RuntimeError(
             "hand_off() was called in the event loop thread of its client (an async "
             "task?); blocking there would deadlock. Use `await "
@@ -210,7 +211,7 @@ async def hand_off_async(obj: T) -> T:
         return obj
     client = _client_for(futures)
     hold = _hold(client, futures, _running_task_key())
-    if _in_loop_thread(client):
+    if _in_loop_thread(client.loop.asyncio_loop):
         reply = await hold
     else:  # a client whose loop runs in another thread
         reply = await asyncio.wrap_future(
@@ -218,13 +219,6 @@ async def hand_off_async(obj: T) -> T:
         )
     _check(reply)
     return obj
-
-
-def _in_loop_thread(client: Any) -> bool:
-    try:
-        return asyncio.get_running_loop() is client.loop.asyncio_loop
-    except RuntimeError:
-        return False
 
 
 async def _hold(client: Any, futures: list[Any], carrier: Any) -> Any:
