@@ -50,7 +50,7 @@ import asyncio
 import logging
 from typing import Any, TypeVar
 
-from unnest.resolve import _in_loop_thread
+from unnest.resolve import _config_seconds, _in_loop_thread
 from unnest.traverse import FUTURE, placeholders
 
 __all__ = ["hand_off", "hand_off_async"]
@@ -229,8 +229,8 @@ async def _hold(client: Any, futures: list[Any], carrier: Any) -> Any:
         "unnest_hold",
         keys=list(dict.fromkeys(f.key for f in futures)),
         carrier=carrier,
-        ttl=_seconds("unnest.hand-off.ttl", "1h"),
-        wait=_seconds("unnest.hand-off.wait", "30s"),
+        ttl=_config_seconds("unnest.hand-off.ttl", "1h"),
+        wait=_config_seconds("unnest.hand-off.wait", "30s"),
     )
 
 
@@ -240,13 +240,6 @@ def _check(reply: dict[str, Any]) -> None:
             f"cannot hand off {len(reply['missing'])} future(s) the scheduler does not "
             f"know (released or cancelled already): {reply['missing'][:5]!r}"
         )
-
-
-def _seconds(name: str, default: str) -> float:
-    import dask
-    from dask.utils import parse_timedelta
-
-    return parse_timedelta(dask.config.get(name, default))
 
 
 def _running_task_key() -> Any:

@@ -170,6 +170,12 @@ def _add_note(exc: BaseException, note: str) -> BaseException:
     return exc
 
 
+def _rebuild_error(obj: Any, where: str, error: Exception) -> TypeError:
+    return TypeError(
+        f"cannot rebuild the {type(obj).__name__} at {where} from its resolved contents: {error!r}"
+    )
+
+
 def _describe(node: _Node) -> str:
     if node.kind is FUTURE:
         key = node.future.key if node.future is not None else node.obj.key
@@ -438,24 +444,15 @@ class _Resolution:
         for i, value in changes or ():
             values[i] = value
         if pending is None:
-            return self._rebuild(
-                kind, obj, rebuild, values, lambda: self._frames_path(parent, pidx, [*stack, frame])
-            )
+            try:
+                return rebuild(values)
+            except Exception as e:
+                where = self._frames_path(parent, pidx, [*stack, frame])
+                raise _rebuild_error(obj, where, e) from e
         node = _Node(obj, kind, rebuild, values, len(pending))
         for i, child in pending:
             child.parents.append((node, i))
         return node
-
-    def _rebuild(
-        self, kind: Container, obj: Any, rebuild: Any, values: list[Any], where: Callable[[], str]
-    ) -> Any:
-        try:
-            return rebuild(values)
-        except Exception as e:
-            raise TypeError(
-                f"cannot rebuild the {type(obj).__name__} at {where()} from its "
-                f"resolved contents: {e!r}"
-            ) from e
 
     def _frames_path(self, parent: _Node, pidx: int, stack: list[Any]) -> str:
         """The path of the innermost frame on ``stack``."""
@@ -535,10 +532,7 @@ class _Resolution:
                     try:
                         value = node.rebuild(node.values)
                     except Exception as e:
-                        raise TypeError(
-                            f"cannot rebuild the {type(node.obj).__name__} at "
-                            f"{_where(node)} from its resolved contents: {e!r}"
-                        ) from e
+                        raise _rebuild_error(node.obj, _where(node), e) from e
                     memo[id(node.obj)] = (node.obj, value)
                 else:
                     value = node.values[0]
@@ -971,11 +965,16 @@ def _ask_for(client: Any, key: Any) -> None:
     client._send_to_scheduler({"op": "report-key", "key": key})
 
 
-def _forgotten_grace() -> float:
+def _config_seconds(name: str, default: str) -> float:
+    """A duration from dask's config (``"2s"``, ``"1h"``, or seconds)."""
     import dask
     from dask.utils import parse_timedelta
 
-    return parse_timedelta(dask.config.get("unnest.forgotten-key-grace", "2s"))
+    return parse_timedelta(dask.config.get(name, default))
+
+
+def _forgotten_grace() -> float:
+    return _config_seconds("unnest.forgotten-key-grace", "2s")
 
 
 def _record(frame: list[Any], i: int, out: Any) -> None:
