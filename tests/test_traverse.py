@@ -4,6 +4,8 @@ import collections
 import concurrent.futures
 import copy
 import dataclasses
+import gc
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -299,3 +301,193 @@ def test_shared_subtrees_are_walked_once():
     bottom.append(done("x"))
     result = unnest.unwrap(dag)
     assert result[0] is result[1][0]
+
+
+# -- Types made at run time are not kept alive -------------------------------------
+
+
+def _runtime_namedtuple():
+    cls = collections.namedtuple("Made", "x y")
+    return cls, cls(done(1), 2)
+
+
+def _runtime_dataclass():
+    cls = dataclasses.make_dataclass("Made", ["a"])
+    return cls, cls(done(1))
+
+
+def _runtime_leaf():
+    cls = type("Made", (), {})
+    return cls, [cls(), done(1)]
+
+
+def _runtime_list_subclass():
+    cls = type("Made", (list,), {})
+    return cls, cls([done(1)])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "make", [_runtime_namedtuple, _runtime_dataclass, _runtime_leaf, _runtime_list_subclass]
+)
+def test_types_made_at_run_time_can_be_collected_after_unwrap(make):
+    cls, obj = make()
+    alive = weakref.ref(cls)
+    unnest.unwrap(obj, timeout=5)
+    unnest.unwrap({"nothing": [cls]}, timeout=5)  # the class itself, as a leaf
+    del cls, obj
+    gc.collect()
+    assert alive() is None
+
+
+@pytest.mark.timeout(30)
+def test_classes_created_in_a_loop_can_be_collected_after_unwrap():
+    refs = []
+    for i in range(20):
+        cls = type(f"Loop{i}", (), {"__init__": lambda self, i=i: setattr(self, "i", i)})
+        refs.append(weakref.ref(cls))
+        assert unnest.unwrap([cls(), done(i)], timeout=5)[1] == i
+    del cls
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+
+
+# -- Rebuilt subclasses keep what they carried -------------------------------------
+
+
+class TaggedDeque(collections.deque):
+    """A keyword-only constructor argument kept as an attribute."""
+
+    def __init__(self, iterable=(), maxlen=None, *, tag="default"):
+        super().__init__(iterable, maxlen)
+        self.tag = tag
+
+
+class NamedDeque(collections.deque):
+    """A required positional constructor argument."""
+
+    def __init__(self, name, iterable=(), maxlen=None):
+        super().__init__(iterable, maxlen)
+        self.name = name
+
+
+class PlainDeque(collections.deque):
+    pass
+
+
+class NamedSet(set):
+    def __init__(self, name, items):
+        super().__init__(items)
+        self.name = name
+
+
+class NamedOrderedDict(collections.OrderedDict):
+    def __init__(self, name, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = name
+
+
+class NamedCounter(collections.Counter):
+    def __init__(self, name, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = name
+
+
+class NamedDefaultDict(collections.defaultdict):
+    def __init__(self, name, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = name
+
+
+class SlottedDeque(collections.deque):
+    __slots__ = ("tag",)
+
+
+class SubNamedTuple(collections.namedtuple("Base", "a b")):
+    pass  # no __slots__: instances have a __dict__
+
+
+def _tagged_deque():
+    obj = TaggedDeque([done(1), 2], 5, tag="mine")
+    obj.extra = "x"
+    return obj, [1, 2]
+
+
+def _named_deque():
+    return NamedDeque("n", [done(1), 2], 4), [1, 2]
+
+
+def _plain_deque():
+    obj = PlainDeque([done(1), 2], 3)
+    obj.attr = 7
+    return obj, [1, 2]
+
+
+def _named_set():
+    return NamedSet("n", [done(1), 2]), {1, 2}
+
+
+def _named_ordered_dict():
+    return NamedOrderedDict("n", [("a", done(1)), ("b", 2)]), [("a", 1), ("b", 2)]
+
+
+def _named_counter():
+    return NamedCounter("n", {"a": done(3)}), [("a", 3)]
+
+
+def _named_defaultdict():
+    return NamedDefaultDict("n", int, {"a": done(1)}), [("a", 1)]
+
+
+def _sub_namedtuple():
+    obj = SubNamedTuple(done(1), 2)
+    obj.note = "n"
+    return obj, (1, 2)
+
+
+def _contents(obj):
+    if isinstance(obj, dict):
+        return list(obj.items())
+    if isinstance(obj, set):
+        return set(obj)
+    if isinstance(obj, tuple):
+        return tuple(obj)
+    return list(obj)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "make",
+    [
+        _tagged_deque,
+        _named_deque,
+        _plain_deque,
+        _named_set,
+        _named_ordered_dict,
+        _named_counter,
+        _named_defaultdict,
+        _sub_namedtuple,
+    ],
+)
+def test_rebuilt_subclasses_keep_type_attributes_and_maxlen(make):
+    obj, expected = make()
+    attributes = dict(vars(obj))
+    result = unnest.unwrap(obj, timeout=5)
+    assert type(result) is type(obj)
+    assert _contents(result) == expected
+    assert vars(result) == attributes  # never an attribute lost or holding a future
+    assert vars(obj) == attributes  # the input is not modified
+    if isinstance(obj, collections.deque):
+        assert result.maxlen == obj.maxlen
+    if isinstance(obj, collections.defaultdict):
+        assert result.default_factory is obj.default_factory
+
+
+@pytest.mark.timeout(30)
+def test_rebuilt_deque_subclass_keeps_its_slots():
+    obj = SlottedDeque([done(1), 2], 3)
+    obj.tag = "mine"
+    result = unnest.unwrap(obj, timeout=5)
+    assert type(result) is SlottedDeque
+    assert list(result) == [1, 2] and result.maxlen == 3
+    assert getattr(result, "tag", None) == "mine"

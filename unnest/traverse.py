@@ -12,8 +12,15 @@ Built in: list, tuple, namedtuple, dict (and subclasses such as OrderedDict,
 defaultdict and Counter), set, frozenset, collections.deque and dataclass
 instances. Teach unnest a type of your own with :func:`register_container`.
 
-Lookups are cached per type (``_kinds``), so the walker pays one dict lookup
-per element; the cache is cleared whenever the registry changes.
+Lookups are cached per type, so the walker pays one dict lookup per element,
+and the cache never keeps a type alive: types made at run time (namedtuple and
+dataclass factories, a class per ``Mock()``) must be freed with their last
+instance. Static types -- builtins and extension types such as numpy's, which
+live as long as the interpreter -- are cached by the type itself in
+``_kinds``, the walker's fast path; classes defined in Python (heap types) by
+``id`` in ``_heap_kinds``, each entry dropped by a weak reference's callback
+when its class is freed (before its ``id`` can be reused). Both caches are
+cleared whenever the registry changes.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import copy
+import copyreg
 import dataclasses
 import sys
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -49,7 +58,10 @@ CFUTURE = "concurrent"  # concurrent.futures.Future
 COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
 
 _registry: dict[type, Container] = {}
-_kinds: dict[type, Any] = {}
+_kinds: dict[type, Any] = {}  # static types -> kind
+_heap_kinds: dict[int, tuple[Any, weakref.ref[type]]] = {}  # id(heap type) -> kind, ref
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+_MISSING = object()
 
 
 def _index_label(obj: Any, i: int) -> str:
@@ -111,6 +123,7 @@ def register_container(
             raise TypeError(f"`flatten` must be callable, got {func!r}")
         _registry[cls] = Container(func, label or _index_label)
         _kinds.clear()
+        _heap_kinds.clear()
         return func
 
     if flatten is None:
@@ -119,12 +132,25 @@ def register_container(
 
 
 def kind_of(tp: type) -> Any:
-    """What the walker does with instances of ``tp`` (cached)."""
+    """What the walker does with instances of ``tp`` (cached, see above)."""
     try:
         return _kinds[tp]
     except KeyError:
+        pass
+    if not tp.__flags__ & _HEAPTYPE:
         kind = _kinds[tp] = _classify(tp)
         return kind
+    tid = id(tp)
+    hit = _heap_kinds.get(tid)
+    if hit is not None:
+        return hit[0]
+    kind = _classify(tp)
+
+    def forget(_: Any, tid: int = tid) -> None:
+        _heap_kinds.pop(tid, None)
+
+    _heap_kinds[tid] = (kind, weakref.ref(tp, forget))
+    return kind
 
 
 def _classify(tp: type) -> Any:
@@ -153,14 +179,33 @@ def _classify(tp: type) -> Any:
 
 # Built-in containers ---------------------------------------------------------
 #
-# Exact builtins are rebuilt with their constructors. Subclasses are rebuilt by
-# a shallow copy (which keeps instance attributes, defaultdict's
-# default_factory, a deque's maxlen, and never calls a custom __init__) that is
-# then refilled through the subclass's own methods.
+# Exact builtins are rebuilt with their constructors. Subclasses are rebuilt
+# without running any of their code: a blank instance from the builtin base's
+# ``__new__``, filled through the base's own methods, then given the
+# original's instance attributes (``__dict__`` and ``__slots__``) and the
+# base's own state (a deque's ``maxlen``, a defaultdict's
+# ``default_factory``). Their own ``__init__``/``__new__`` may take required
+# arguments or keyword-only options that cannot be recovered from the
+# contents, and ``copy.copy`` (which calls them through ``__reduce__``) would
+# then lose attributes or silently keep unresolved values in them.
 
 
 def _identity(values: list[Any]) -> list[Any]:
     return values
+
+
+def _copy_state(obj: Any, new: Any) -> Any:
+    """Give ``new`` the instance attributes of ``obj``; return ``new``."""
+    state = getattr(obj, "__dict__", None)
+    if state:
+        new.__dict__.update(state)
+    for name in copyreg._slotnames(type(obj)):  # type: ignore[attr-defined]
+        if name in ("__dict__", "__weakref__"):
+            continue
+        value = getattr(obj, name, _MISSING)
+        if value is not _MISSING:
+            object.__setattr__(new, name, value)
+    return new
 
 
 def _flatten_list(obj: list[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
@@ -168,9 +213,9 @@ def _flatten_list(obj: list[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], 
         return obj, _identity  # `values` is already a fresh list
 
     def rebuild(values: list[Any]) -> Any:
-        new = copy.copy(obj)
-        new[:] = values
-        return new
+        new = list.__new__(type(obj))
+        list.extend(new, values)
+        return _copy_state(obj, new)
 
     return obj, rebuild
 
@@ -178,24 +223,31 @@ def _flatten_list(obj: list[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], 
 def _flatten_tuple(obj: tuple[Any, ...]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
     if type(obj) is tuple:
         return obj, tuple
-    cls = type(obj)
 
     def rebuild(values: list[Any]) -> Any:
-        new = tuple.__new__(cls, values)
-        if hasattr(obj, "__dict__"):
-            new.__dict__.update(obj.__dict__)
-        return new
+        return _copy_state(obj, tuple.__new__(type(obj), values))
 
     return obj, rebuild
 
 
 def _flatten_namedtuple(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
-    # _make goes through tuple.__new__, so a custom __new__ is not re-run.
-    return obj, type(obj)._make
+    # What _make does, without a subclass's own __new__ or _make, and keeping
+    # the attributes of a subclass that has a __dict__.
+    cls = type(obj)
+    if not hasattr(obj, "__dict__"):
+        return obj, lambda values: tuple.__new__(cls, values)
+    return _flatten_tuple(obj)
 
 
 def _namedtuple_label(obj: Any, i: int) -> str:
     return f".{type(obj)._fields[i]}"
+
+
+def _dict_base(cls: type) -> Any:
+    for base in cls.__mro__:
+        if base is collections.OrderedDict or base is collections.defaultdict or base is dict:
+            return base
+    return dict
 
 
 def _flatten_dict(obj: dict[Any, Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
@@ -207,11 +259,14 @@ def _flatten_dict(obj: dict[Any, Any]) -> tuple[Sequence[Any], Callable[[list[An
         return children, lambda values: dict(zip(values[:n], values[n:]))
 
     def rebuild(values: list[Any]) -> Any:
-        new = copy.copy(obj)
-        new.clear()
+        base = _dict_base(type(obj))
+        new = base.__new__(type(obj))
+        if base is collections.defaultdict:
+            new.default_factory = obj.default_factory  # type: ignore[attr-defined]
+        setitem = base.__setitem__
         for k, v in zip(values[:n], values[n:]):
-            new[k] = v
-        return new
+            setitem(new, k, v)
+        return _copy_state(obj, new)
 
     return children, rebuild
 
@@ -231,18 +286,14 @@ def _flatten_set(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
     if isinstance(obj, set):
 
         def rebuild(values: list[Any]) -> Any:
-            new = copy.copy(obj)
-            new.clear()
-            new.update(values)
-            return new
+            new = set.__new__(cls)
+            set.update(new, values)
+            return _copy_state(obj, new)
 
     else:
 
         def rebuild(values: list[Any]) -> Any:
-            new = frozenset.__new__(cls, values)
-            if hasattr(obj, "__dict__"):
-                new.__dict__.update(obj.__dict__)
-            return new
+            return _copy_state(obj, frozenset.__new__(cls, values))
 
     return children, rebuild
 
@@ -257,15 +308,11 @@ def _flatten_deque(obj: collections.deque[Any]) -> tuple[Sequence[Any], Callable
         return children, lambda values: collections.deque(values, maxlen=obj.maxlen)
 
     def rebuild(values: list[Any]) -> Any:
-        new = copy.copy(obj)
-        new.clear()
-        new.extend(values)
-        return new
+        new = collections.deque.__new__(type(obj))
+        collections.deque.__init__(new, values, obj.maxlen)
+        return _copy_state(obj, new)
 
     return children, rebuild
-
-
-_MISSING = object()
 
 
 def _flatten_dataclass(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
