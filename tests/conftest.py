@@ -16,7 +16,7 @@ from distributed.utils_test import (  # noqa: F401  (pytest fixtures)
 )
 from hypothesis import settings
 
-import unnest.resolve
+import unnest._runtime
 
 TESTS = Path(__file__).resolve().parent
 
@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parent
 # daemon thread that lives as long as the process (like distributed's own
 # offload thread). Start it before any test, so distributed's thread-leak
 # check does not count it against the first test that needs it.
-unnest.resolve._private_loop()
+unnest._runtime.private_loop()
 
 
 # -- A cluster started with the `dask scheduler` and `dask worker` commands ----
@@ -101,6 +101,17 @@ def fault_cluster(tmp_path):
 def cli_client(cli_cluster):
     with Client(scheduler_file=cli_cluster, timeout=30) as cli:
         yield cli
+
+
+_CLI_FIXTURES = {"cli_cluster", "cli_client", "fault_cluster"}
+
+
+def pytest_collection_modifyitems(items):
+    # The `integration` marker means one thing: the test uses a cluster of
+    # `dask scheduler`/`dask worker` processes. It follows from the fixtures.
+    for item in items:
+        if _CLI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 # -- Hypothesis: thorough in CI, more with --slow -----------------------------

@@ -130,7 +130,6 @@ def test_forgotten_key_fails_at_once_with_the_plugin(client):
         unnest.unwrap({"x": Future(key)}, client=client, timeout=20)
 
 
-@pytest.mark.integration
 def test_hand_off_on_command_line_cluster(cli_client):
     p = cli_client.submit(producer, 3, True, pure=False)
     assert unnest.unwrap(p) == {"xs": [1, 2, 3], "n": 3}

@@ -56,3 +56,48 @@ def test_lint_and_types(command):
         command[0] = shutil.which("ruff") or "ruff"
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _unnest_imports(path):
+    """The unnest modules that ``path`` imports anywhere (lazy imports too)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("unnest"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("unnest"):
+            if node.module == "unnest":  # from unnest import _protocol
+                found.update(f"unnest.{a.name}" for a in node.names)
+            else:
+                found.add(node.module)
+    return found
+
+
+def test_imports_go_one_way():
+    modules = {
+        f"unnest.{p.stem}": p
+        for p in (ROOT / "unnest").glob("*.py")
+        if p.stem not in ("__init__", "__main__")
+    }
+    graph = {name: _unnest_imports(path) & set(modules) for name, path in modules.items()}
+    # Depth-first search for a cycle; report it as a path.
+    state: dict[str, int] = {}
+
+    def visit(name, trail):
+        if state.get(name) == 1:
+            cycle = [*trail[trail.index(name) :], name]
+            raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+        if state.get(name) == 2:
+            return
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            visit(dep, [*trail, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        visit(name, [])
+    # The lowest layers import nothing else of unnest.
+    assert graph["unnest._runtime"] == set()
+    assert graph["unnest._exceptions"] == set()
+    assert graph["unnest._plugin"] == set()

@@ -2,14 +2,19 @@
 
 import asyncio
 import concurrent.futures
+import contextlib
+import gc
+import signal
 import sys
 import threading
 import time
+import uuid
 
 import dask
 import pytest
-from distributed import Client, Event, Future, LocalCluster, get_client
+from distributed import Client, Event, Future, LocalCluster, get_client, secede
 from distributed.client import FutureCancelledError
+from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils_test import gen_cluster
 
 import unnest
@@ -350,3 +355,130 @@ def test_futures_are_resolved_with_their_own_open_client(client, cli_client):
     future = client.submit(inc, 1)
     assert Client.current() is cli_client  # another scheduler's client is current
     assert unnest.unwrap({"x": [future]}) == {"x": [2]}
+
+
+# -- Ctrl-C and timeout end the call: nothing of it is left running ------------
+
+
+def block(started, release, value):
+    """Say it runs, then wait (out of the worker's thread pool) for ``release``."""
+    secede()
+    Event(started).set()
+    Event(release).wait()
+    return value
+
+
+def hand_off_blocked(started, release):
+    """Hand off a blocked child and a Delayed that says when unwrap computes it."""
+    child = get_client().submit(block, f"{started}-child", release, "child", pure=False)
+    later = dask.delayed(block, pure=False)(started, release, "delayed")
+    return unnest.hand_off({"child": child, "later": later})
+
+
+class _Forgetting(SchedulerPlugin):
+    """Calls ``check`` after every key the scheduler forgets."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "forgotten":
+            asyncio.get_running_loop().call_soon(self.check)
+
+
+async def _wait_only(dask_scheduler, allowed, timeout):
+    only = asyncio.Event()
+
+    def check():
+        if set(dask_scheduler.tasks) <= allowed:
+            only.set()
+
+    name = f"unnest-test-only-{uuid.uuid4()}"
+    dask_scheduler.add_plugin(_Forgetting(check), name=name)
+    try:
+        check()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(only.wait(), timeout)
+    finally:
+        dask_scheduler.remove_plugin(name=name)
+    return sorted(map(str, set(dask_scheduler.tasks) - allowed))
+
+
+def keys_beyond(client, allowed, timeout=5):
+    """Keys other than ``allowed`` the scheduler still holds once it forgot the rest.
+
+    Waits for the scheduler's own event of forgetting keys, for ``timeout``
+    seconds at most.
+    """
+    return client.run_on_scheduler(_wait_only, allowed=set(allowed), timeout=timeout)
+
+
+@contextlib.contextmanager
+def ctrl_c_once_set(client, name, timeout=30):
+    """Ctrl-C (SIGINT to the main thread) once the distributed Event ``name`` is set.
+
+    Only while inside the block: no SIGINT can arrive after it.
+    """
+    armed = threading.Lock()
+    live = [True]
+
+    def interrupt():
+        if Event(name, client=client).wait(timeout):
+            with armed:
+                if live[0]:
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    helper = threading.Thread(target=interrupt, daemon=True, name="ctrl-c")
+    helper.start()
+    try:
+        yield
+    finally:
+        with armed:
+            live[0] = False
+
+
+@pytest.fixture
+def paused_gc():
+    """What a call started must end with the call, not when the collector runs."""
+    enabled = gc.isenabled()
+    gc.disable()
+    yield
+    if enabled:
+        gc.enable()
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_ends_the_call_and_leaves_the_users_futures_alone(client, paused_gc):
+    assert threading.current_thread() is threading.main_thread()
+    mine = client.submit(block, "c-mine-started", "c-release", "mine", pure=False)
+    producer = client.submit(hand_off_blocked, "c-started", "c-release", pure=False)
+    try:
+        # The Delayed in the producer's value sets "c-started" once unwrap
+        # computes it: by then unwrap has walked that value and is taking the
+        # child over.
+        with pytest.raises(KeyboardInterrupt), ctrl_c_once_set(client, "c-started"):
+            unnest.unwrap({"mine": mine, "p": producer}, timeout=30)
+        assert mine.status == "pending"  # the user's own future is not cancelled
+        del producer  # the user lets go of theirs: the hand-off ends with it
+        # Neither the Delayed unwrap submitted nor the child it took over is held.
+        assert keys_beyond(client, {mine.key}) == []
+    finally:
+        Event("c-release", client=client).set()
+    assert mine.result(timeout=10) == "mine"
+
+
+@pytest.mark.timeout(60)
+def test_timeout_releases_the_delayed_it_submitted(client, paused_gc):
+    mine = client.submit(block, "t-mine-started", "t-release", "mine", pure=False)
+    submitted = dask.delayed(block, pure=False)("t-started", "t-release", "delayed")
+    try:
+        # The exception is kept (as a user who logs or stores it would).
+        with pytest.raises(TimeoutError) as info:
+            unnest.unwrap({"mine": mine, "d": submitted}, timeout=2)
+        assert Event("t-started", client=client).wait(10)  # it did run
+        assert mine.status == "pending"  # the user's own future is not cancelled
+        assert keys_beyond(client, {mine.key}) == []  # the Delayed's key is released
+        assert isinstance(info.value, TimeoutError)  # still kept
+    finally:
+        Event("t-release", client=client).set()
+    assert mine.result(timeout=10) == "mine"

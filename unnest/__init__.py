@@ -1,14 +1,16 @@
 """unnest: resolve Dask futures within futures, to any depth, without polling."""
 
+from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 from unnest.decorators import resolves_nested, resolving
 from unnest.handoff import hand_off, hand_off_async
-from unnest.resolve import ForgottenFutureError, unwrap, unwrap_async, unwrap_or_wait
+from unnest.resolve import unwrap, unwrap_async, unwrap_or_wait
 from unnest.traverse import register_container
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ForgottenFutureError",
+    "HandOffUnavailable",
     "__version__",
     "hand_off",
     "hand_off_async",

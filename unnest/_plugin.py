@@ -1,5 +1,7 @@
 """The scheduler side of the hand-off (see :mod:`unnest.handoff`).
 
+Imports nothing else of unnest; the client half is :mod:`unnest._protocol`.
+
 Kept apart so that importing unnest does not import distributed: the
 scheduler imports this module when the plugin is installed.
 """
@@ -15,12 +17,16 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-__all__ = ["HOLDER", "PLUGIN_NAME", "HandOffPlugin"]
+__all__ = ["HOLDER", "OP_HOLD", "OP_STATE", "OP_TAKE_OVER", "PLUGIN_NAME", "HandOffPlugin"]
 
 logger = logging.getLogger("unnest.handoff")
 
 PLUGIN_NAME = "unnest-hand-off"
 HOLDER = "unnest-hand-off"  # the pseudo-client that desires held keys
+# The scheduler handlers the plugin adds; the client half is unnest._protocol.
+OP_HOLD = "unnest_hold"
+OP_TAKE_OVER = "unnest_take_over"
+OP_STATE = "unnest_hand_off_state"
 _FORGOTTEN_MEMORY = 100_000  # recently forgotten keys the plugin remembers
 _ENDED = ("released", "forgotten", "erred")
 
@@ -53,9 +59,9 @@ class HandOffPlugin(SchedulerPlugin):
         self.forgotten: collections.OrderedDict[Any, None] = collections.OrderedDict()
         self.waiting: dict[Any, list[asyncio.Future[None]]] = {}
         self.ids = itertools.count()
-        scheduler.handlers["unnest_hold"] = self.hold
-        scheduler.handlers["unnest_take_over"] = self.take_over
-        scheduler.handlers["unnest_hand_off_state"] = self.state
+        scheduler.handlers[OP_HOLD] = self.hold
+        scheduler.handlers[OP_TAKE_OVER] = self.take_over
+        scheduler.handlers[OP_STATE] = self.state
 
     # -- hooks ---------------------------------------------------------------
 

@@ -9,8 +9,9 @@ task's own references drop -- usually before any consumer has asked for them.
 
 Design
 ------
-Scheduler side, ``unnest._plugin.HandOffPlugin`` (a ``SchedulerPlugin``, installed once,
-idempotently, by the first producer or consumer that needs it):
+Scheduler side, ``unnest._plugin.HandOffPlugin`` (a ``SchedulerPlugin``, installed
+once, idempotently, by the first producer or consumer that needs it; the
+requests to it are in :mod:`unnest._protocol`):
 
 * a *hold* makes a pseudo-client (``unnest-hand-off``) desire a set of keys,
   the same way ``publish_dataset`` keeps data alive;
@@ -47,65 +48,15 @@ hold with it -- in between. Releasing tolerates holds that are gone.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, TypeVar
 
-from unnest.resolve import _config_seconds, _in_loop_thread
+from unnest import _protocol
+from unnest._runtime import config_seconds, in_loop_thread
 from unnest.traverse import FUTURE, placeholders
 
 __all__ = ["hand_off", "hand_off_async"]
 
 T = TypeVar("T")
-
-logger = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------
-# Installing the plugin
-
-
-async def ensure_plugin(client: Any) -> bool:
-    """Install :class:`HandOffPlugin` on the client's scheduler (idempotent)."""
-    from unnest._plugin import PLUGIN_NAME, HandOffPlugin
-
-    try:
-        result = client.register_plugin(
-            HandOffPlugin(), name=PLUGIN_NAME
-        )  # idempotent: see the class
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
-    except Exception:
-        logger.debug("unnest: cannot install the hand-off plugin", exc_info=True)
-        return False
-    return True
-
-
-_installed: dict[tuple[str, str], bool] = {}  # (client id, scheduler) -> ok
-
-
-class HandOffUnavailable(RuntimeError):
-    """The scheduler has no hand-off plugin and it could not be installed."""
-
-
-def available(client: Any) -> bool:
-    """Whether the hand-off plugin is known to be installed for ``client``."""
-    return _installed.get((client.id, client.scheduler.address), False)
-
-
-async def request(client: Any, op: str, /, **kwargs: Any) -> Any:
-    """Call a handler of the hand-off plugin, installing the plugin first."""
-    where = (client.id, client.scheduler.address)
-    if where not in _installed:
-        _installed[where] = await ensure_plugin(client)
-    if not _installed[where]:
-        raise HandOffUnavailable(
-            "the scheduler has no unnest hand-off plugin and it could not be "
-            "installed (is unnest importable on the scheduler?)"
-        )
-    # distributed answers a request for a handler it lacks with None.
-    reply = await getattr(client.scheduler, op)(**kwargs)
-    if reply is None:
-        raise HandOffUnavailable(f"the scheduler has no handler {op!r}")
-    return reply
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +121,7 @@ def hand_off(obj: T) -> T:
     if not futures:
         return obj
     client = _client_for(futures)
-    if _in_loop_thread(client.loop.asyncio_loop):
+    if in_loop_thread(client.loop.asyncio_loop):
         raise RuntimeError(
             "hand_off() was called in the event loop thread of its client (an async "
             "task?); blocking there would deadlock. Use `await "
@@ -211,7 +162,7 @@ async def hand_off_async(obj: T) -> T:
         return obj
     client = _client_for(futures)
     hold = _hold(client, futures, _running_task_key())
-    if _in_loop_thread(client.loop.asyncio_loop):
+    if in_loop_thread(client.loop.asyncio_loop):
         reply = await hold
     else:  # a client whose loop runs in another thread
         reply = await asyncio.wrap_future(
@@ -224,13 +175,12 @@ async def hand_off_async(obj: T) -> T:
 async def _hold(client: Any, futures: list[Any], carrier: Any) -> Any:
     if client.status in ("newly-created", "connecting"):
         await client  # an async task's worker client may still be starting
-    return await request(
+    return await _protocol.hold(
         client,
-        "unnest_hold",
-        keys=list(dict.fromkeys(f.key for f in futures)),
+        list(dict.fromkeys(f.key for f in futures)),
         carrier=carrier,
-        ttl=_config_seconds("unnest.hand-off.ttl", "1h"),
-        wait=_config_seconds("unnest.hand-off.wait", "30s"),
+        ttl=config_seconds("unnest.hand-off.ttl", "1h"),
+        wait=config_seconds("unnest.hand-off.wait", "30s"),
     )
 
 
@@ -255,4 +205,4 @@ def _running_task_key() -> Any:
 
 def hand_off_state(client: Any) -> dict[str, Any]:
     """What the scheduler's hand-off plugin holds now (tests, diagnostics)."""
-    return client.sync(request, client, "unnest_hand_off_state")
+    return client.sync(_protocol.state, client)

@@ -1,0 +1,104 @@
+"""A placeholder met again after it resolved: the later meeting gets its value.
+
+Each case orders the events so that the placeholder's value is known before
+the value that contains it again arrives (no timing involved).
+"""
+
+import concurrent.futures
+
+import dask
+import pytest
+from distributed import Client, Future, get_client, wait
+
+import unnest
+
+# -- tasks (module level: workers import them by reference) -------------------
+
+
+def inc(x):
+    return x + 1
+
+
+def hand_back(key):
+    """Return a future of ``key`` (which the caller keeps alive), handed off."""
+    return unnest.hand_off([Future(key, get_client())])
+
+
+def produce_pure(x):
+    """Hand back the child ``inc(x)``, submitted with its pure key."""
+    return unnest.hand_off([get_client().submit(inc, x)])
+
+
+def done(value):
+    f = concurrent.futures.Future()
+    f.set_result(value)
+    return f
+
+
+# -- distributed futures --------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_future_met_again_in_a_later_value(client):
+    # f and g finish before the call, so they are fetched in one batch; f's
+    # value is known when g's value, which holds f again, is walked.
+    f = client.submit(inc, 1)
+    g = client.submit(hand_back, f.key, pure=False)
+    wait([f, g])
+    assert unnest.unwrap([f, g], timeout=10) == [2, [2]]
+
+
+@pytest.mark.timeout(60)
+def test_two_producers_hand_back_the_same_pure_key(client):
+    k = client.submit(inc, 10)  # the user holds the pure key the producers make
+    p1 = client.submit(produce_pure, 10, pure=False)
+    p2 = client.submit(produce_pure, 10, pure=False)
+    box = client.submit(hand_back, p2.key, pure=False)  # p2 arrives one level later
+    wait([k, p1, p2, box])
+    assert p1.result()[0].key == p2.result()[0].key == k.key
+    # p1's value brings the key; it resolves before p2's value brings it again.
+    assert unnest.unwrap([p1, box], timeout=10) == [[11], [[11]]]
+
+
+# -- concurrent futures ---------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_concurrent_future_met_again_after_it_finished():
+    f = done(1)
+    g = done([f])  # taken after f: f has resolved when g's value is walked
+    assert unnest.unwrap([f, g], timeout=5) == [1, [1]]
+
+
+@pytest.mark.timeout(30)
+def test_concurrent_future_met_again_when_set_later():
+    f = done(1)
+    g = concurrent.futures.Future()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(unnest.unwrap, [f, g], timeout=5)
+        g.set_result({"again": f})
+        assert result.result(timeout=20) == [1, {"again": 1}]
+
+
+@pytest.mark.timeout(30)
+def test_concurrent_future_met_again_async():
+    import asyncio
+
+    f = done("x")
+    g = done((f, f))
+    assert asyncio.run(unnest.unwrap_async([f, g], timeout=5)) == ["x", ("x", "x")]
+
+
+# -- Delayed ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_delayed_returned_by_a_delayed_that_is_also_in_the_input():
+    with pytest.raises(ValueError):
+        Client.current()  # no distributed client: dask's threaded scheduler runs it
+    d = dask.delayed(inc)(1)
+    outer = dask.delayed(lambda: [d], pure=False)()  # returns the very same Delayed
+    with dask.config.set(scheduler="threads"):
+        # d and outer are computed together; d's value is known when outer's
+        # value, which holds d again, is walked.
+        assert unnest.unwrap([d, outer], timeout=5) == [2, [2]]

@@ -1,0 +1,240 @@
+"""Waiting through a distributed client, on a multi-process cluster."""
+
+import concurrent.futures
+import contextlib
+import gc
+import threading
+import time
+
+import dask
+import dask.array as da
+import dask.bag as db
+import numpy as np
+import pytest
+from distributed import Client, Future, LocalCluster, get_client
+from helpers import keys_left
+
+import unnest
+
+# -- tasks (module level: workers import them by reference) -------------------
+
+
+def inc(x):
+    return x + 1
+
+
+def produce_bare(start, n):
+    """Return the futures of pure children WITHOUT handing them off."""
+    client = get_client()
+    return [client.submit(inc, i) for i in range(start, start + n)]
+
+
+def produce_handed(start, n):
+    """The same pure children, handed off."""
+    client = get_client()
+    return unnest.hand_off([client.submit(inc, i) for i in range(start, start + n)])
+
+
+# -- scheduler-side fault injection ----------------------------------------------
+
+TAKE_OVER = "unnest_take_over"
+
+
+def _break_handler(dask_scheduler, name):
+    """Make the scheduler's handler ``name`` raise; keep the real one to restore."""
+    if name not in dask_scheduler.handlers:
+        return False
+    saved = dask_scheduler.__dict__.setdefault("_unnest_test_saved", {})
+    saved.setdefault(name, dask_scheduler.handlers[name])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"injected fault in the scheduler handler {name!r}")
+
+    dask_scheduler.handlers[name] = broken
+    return True
+
+
+def _restore_handler(dask_scheduler, name):
+    saved = dask_scheduler.__dict__.get("_unnest_test_saved", {})
+    if name in saved:
+        dask_scheduler.handlers[name] = saved.pop(name)
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def bounded(fn, timeout):
+    """``fn()`` run in a daemon thread: its value or its exception, else a failure."""
+    out = concurrent.futures.Future()
+
+    def run():
+        try:
+            out.set_result(fn())
+        except BaseException as e:  # SystemExit and KeyboardInterrupt too
+            out.set_exception(e)
+
+    threading.Thread(target=run, daemon=True, name="bounded-call").start()
+    try:
+        return out.result(timeout=timeout)
+    except TimeoutError:
+        if not out.done():
+            pytest.fail(f"the call did not return within {timeout} s")
+        raise
+
+
+def close_quietly(client):
+    """Close ``client`` if it still can (a client whose loop died cannot)."""
+
+    def close():
+        with contextlib.suppress(Exception):
+            client.close(timeout=10)
+
+    closing = threading.Thread(target=close, daemon=True)
+    closing.start()
+    closing.join(15)
+
+
+def failed(exc):
+    f = concurrent.futures.Future()
+    f.set_exception(exc)
+    return f
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def no_gc():
+    """The cyclic garbage collector paused for the test.
+
+    What a call took over must be let go when the call ends, not whenever the
+    collector happens to run; with it paused that is deterministic.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    yield
+    if enabled:
+        gc.enable()
+
+
+@pytest.fixture
+def client(cluster):
+    with Client(cluster) as client:
+        yield client
+
+
+# -- BaseExceptions that are not Exceptions --------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=["exit", "interrupt"])
+def test_base_exception_of_a_concurrent_future_next_to_a_distributed_future(cluster, exc):
+    # A client of its own (its own loop thread, not the default client): if its
+    # loop dies, only it is lost.
+    client = Client(cluster.scheduler_address, set_as_default=False)
+    try:
+        mine = client.submit(inc, 1)  # bound: the call runs on this client's loop
+        with pytest.raises(type(exc)):
+            bounded(lambda: unnest.unwrap([mine, failed(exc)], timeout=5), 15)
+        assert bounded(lambda: client.submit(inc, 10).result(timeout=5), 15) == 11
+        assert bounded(lambda: unnest.unwrap({"x": mine}, timeout=5), 15) == {"x": 2}
+    finally:
+        close_quietly(client)
+
+
+# -- Exceptions of the engine's own coroutines -----------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_scheduler_request_fails_the_call_promptly(client):
+    # A real take-over installs the hand-off plugin and its handlers.
+    assert unnest.unwrap(client.submit(produce_handed, 100, 2, pure=False), timeout=20) == [
+        101,
+        102,
+    ]
+    assert client.run_on_scheduler(_break_handler, name=TAKE_OVER), "no take-over handler"
+    try:
+        # A key the scheduler has not heard of: unnest keeps asking about it.
+        ghost = Future("unnest-test-never-submitted")
+        start = time.monotonic()
+        with (
+            dask.config.set({"unnest.forgotten-key-grace": "1s"}),
+            pytest.raises(Exception) as info,
+        ):
+            unnest.unwrap({"x": ghost}, client=client, timeout=10)
+        elapsed = time.monotonic() - start
+        assert not isinstance(info.value, TimeoutError), info.value
+        assert elapsed < 6
+    finally:
+        client.run_on_scheduler(_restore_handler, name=TAKE_OVER)
+
+
+# -- A failed call leaves nothing that hangs a later one --------------------------
+
+
+def _forgotten_children(client, start, n):
+    """The unbound futures a producer returned, whose children are forgotten now."""
+    producer = client.submit(produce_bare, start, n, pure=False)
+    raw = producer.result()
+    del producer  # its worker drops the children's last references
+    assert keys_left(client) == []
+    return raw
+
+
+@pytest.mark.timeout(60)
+def test_failed_call_leaves_no_futures_behind(client, no_gc):
+    raw = _forgotten_children(client, 200, 3)
+    keys = [f.key for f in raw]
+    with pytest.raises(unnest.ForgottenFutureError):
+        unnest.unwrap(raw, client=client, timeout=20)
+    client.run_on_scheduler(lambda: None)  # a round trip: the loop runs a few times
+    assert {key: client.futures[key].status for key in keys if key in client.futures} == {}
+    # The same pure keys, submitted again by the user, compute.
+    again = [client.submit(inc, i) for i in range(200, 203)]
+    assert [f.key for f in again] == keys
+    assert [f.result(timeout=10) for f in again] == [201, 202, 203]
+
+
+@pytest.mark.timeout(60)
+def test_later_call_after_a_forgotten_future_error_resolves(client, no_gc):
+    raw = _forgotten_children(client, 300, 3)
+    with pytest.raises(unnest.ForgottenFutureError):
+        unnest.unwrap(raw, client=client, timeout=20)
+    # Now the same pure keys are submitted again (by a producer that hands
+    # them off) and are in memory: a later call gets their values.
+    handed = client.submit(produce_handed, 300, 3, pure=False)
+    assert [f.key for f in handed.result()] == [f.key for f in raw]
+    assert unnest.unwrap(handed, timeout=10) == [301, 302, 303]
+
+
+# -- Collections resolved together ------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_collections_computed_together_keep_their_places_with_a_client(client):
+    x = da.arange(6, chunks=3)
+    bag = db.from_sequence([1, 2, 3], npartitions=2)
+    total, items, array = unnest.unwrap([x.sum(), bag, x], timeout=20)
+    assert total == 15
+    assert items == [1, 2, 3]
+    np.testing.assert_array_equal(array, np.arange(6))
+    result = unnest.unwrap({"bag": bag, "d": dask.delayed(inc)(1)}, timeout=20)
+    assert result == {"bag": [1, 2, 3], "d": 2}
+
+
+@pytest.mark.timeout(60)
+def test_collections_on_a_local_scheduler_chosen_while_a_client_is_active(client):
+    # dask's config asks for the threaded scheduler: it computes locally, and
+    # dask.compute(x.sum(), bag, x) swaps the bag's and the array's values.
+    x = da.arange(6, chunks=3)
+    bag = db.from_sequence([1, 2, 3], npartitions=2)
+    with dask.config.set(scheduler="threads"):
+        total, items, array = unnest.unwrap([x.sum(), bag, x], timeout=20)
+    assert total == 15
+    assert items == [1, 2, 3]
+    np.testing.assert_array_equal(array, np.arange(6))

@@ -1,0 +1,85 @@
+"""The public errors of unnest, and the texts and notes of the others.
+
+Imports nothing else of unnest. Every error that names a place in the user's
+structure gets the place as a Python accessor path (``obj['a'][2]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+__all__ = ["ForgottenFutureError", "HandOffUnavailable"]
+
+
+class ForgottenFutureError(RuntimeError):
+    """The scheduler no longer knows a future's key, so its value is gone.
+
+    This is what happens to futures that a task returns when the task did not
+    hand them off: the scheduler forgets them as soon as the producing task
+    drops its references. Use :func:`unnest.hand_off` in the producer, or
+    decorate it with :func:`unnest.resolving` / :func:`unnest.resolves_nested`.
+    ``reason`` says more where unnest knows more (a hand-off whose carrier was
+    released, say); ``key`` and ``path`` name the future.
+    """
+
+    def __init__(self, key: Any, path: str, reason: str | None = None):
+        self.key = key
+        self.path = path
+        self.reason = reason
+        if reason is None:
+            reason = (
+                "This happens when a task returns futures without handing them off: "
+                "the task's own references were the last ones. Call "
+                "unnest.hand_off(...) on the value the task returns, or decorate the "
+                "task with @unnest.resolving / @unnest.resolves_nested."
+            )
+        super().__init__(
+            f"the scheduler has forgotten key {key!r} (the future at {path}), so its "
+            f"value is lost. {reason}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.key, self.path, self.reason)
+
+
+class HandOffUnavailable(RuntimeError):
+    """The scheduler has no hand-off plugin and it could not be installed.
+
+    The plugin runs on the scheduler, so the scheduler needs unnest
+    installed, as it needs any library that the graphs it receives use.
+    """
+
+
+def add_note(exc: BaseException, note: str) -> BaseException:
+    """Add ``note`` to ``exc`` once (PEP 678), and return ``exc``."""
+    # The exception object may be shared (a future's stored exception); never
+    # add the same note twice across repeated calls.
+    notes = getattr(exc, "__notes__", None) or []
+    if note not in notes:
+        if sys.version_info >= (3, 11):
+            with contextlib.suppress(Exception):
+                exc.add_note(note)
+        else:  # PEP 678 by hand: tracebacks on 3.10 do not print it
+            with contextlib.suppress(Exception):
+                exc.__notes__ = [*notes, note]  # type: ignore[attr-defined]
+    return exc
+
+
+def rebuild_error(obj: Any, where: str, error: BaseException) -> TypeError:
+    return TypeError(
+        f"cannot rebuild the {type(obj).__name__} at {where} from its resolved contents: {error!r}"
+    )
+
+
+def flatten_error(obj: Any, where: str, error: BaseException) -> TypeError:
+    return TypeError(f"cannot take apart the {type(obj).__name__} at {where}: {error!r}")
+
+
+def loop_thread_error(client: Any, name: str = "unwrap") -> RuntimeError:
+    return RuntimeError(
+        f"{name}() was called in the event loop thread of {client!r}; blocking "
+        "there would deadlock (distributed hands back a coroutine in this "
+        f"situation). Use `await unnest.{name}_async(...)` instead."
+    )

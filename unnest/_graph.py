@@ -1,0 +1,559 @@
+"""The graph of one call: nodes, the walk, filling, and the places of errors.
+
+Knows nothing of how placeholders are waited on (that is the engines' job,
+:mod:`unnest._wait_distributed` and :mod:`unnest._wait_local`); uses only the
+registry of :mod:`unnest.traverse` to take containers apart and put them back.
+
+Outcomes
+--------
+The walk sorts every element of a structure into one of three outcomes:
+
+* ``SAME``: nothing inside to resolve; the object is reused as is;
+* a new value: something inside was already resolved, the container was
+  rebuilt (only containers on the path to a change are ever copied);
+* a pending :class:`Node`: something inside is still waiting.
+
+Invariants
+----------
+* **One node per placeholder identity for the whole call**: a
+  ``distributed.Future`` by its key, anything else by the object (the memo
+  keeps the object, so its ``id`` stays unique). However often and whenever a
+  placeholder is met again, it is the same node.
+* **Every node has an explicit life**: ``PENDING``, then ``DONE`` with its
+  value or ``FAILED`` with its exception; it never goes back. The walk never
+  hands out a node that is not pending: meeting a done placeholder (or a
+  container whose node is done) again yields its value at once, so a parent
+  never attaches to a node that will not be filled again.
+* A pending node knows its parents (several when a container or a future is
+  referenced more than once); a node whose last pending slot is filled
+  rebuilds its container and fills its parents in turn, with a work list,
+  never recursion (a chain can be 100,000 nodes long). Filling the root ends
+  the call (``Graph.finished``).
+* A pending node that would have to wait for itself (a value that contains
+  the very container or placeholder waiting for it) is a ``ValueError``
+  naming the cycle, checked only where a pending node is met again, so a
+  long chain of new futures costs nothing.
+* The input is never modified; memory follows the path: only containers that
+  can be met twice (shared, or part of a cycle) are memoized, which CPython's
+  reference counts tell cheaply (:func:`_refcount_gate`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from unnest._exceptions import add_note, flatten_error, rebuild_error
+from unnest.traverse import CFUTURE, COLLECTION, FUTURE, LEAF, Container, _kinds, kind_of
+
+SAME = object()  # outcome: nothing inside to resolve
+_MISS = object()  # a type not classified yet
+_EXPANDING = object()  # memo marker: container on the walk stack (cycle check)
+ROOT = object()  # the kind of the root node
+
+PENDING, DONE, FAILED = "pending", "done", "failed"
+
+
+class Node:
+    """A container, placeholder or root whose value is not known yet."""
+
+    __slots__ = (
+        "future",
+        "kind",
+        "npending",
+        "obj",
+        "parents",
+        "rebuild",
+        "since",
+        "state",
+        "value",
+        "values",
+    )
+
+    def __init__(self, obj: Any, kind: Any, rebuild: Any, values: list[Any], npending: int):
+        self.obj = obj
+        self.kind = kind  # a Container, FUTURE, CFUTURE, COLLECTION or ROOT
+        self.rebuild = rebuild
+        self.values = values
+        self.npending = npending
+        self.parents: list[tuple[Node, int]] = []
+        self.state = PENDING
+        self.value: Any = None  # the value (DONE) or the exception (FAILED)
+        # The waiting engine's own: the distributed.Future it waits on, and
+        # when it took that future over by key.
+        self.future: Any = None
+        self.since: float | None = None
+
+
+class _Frame:
+    """A container on the walk's stack."""
+
+    __slots__ = (
+        "changes",
+        "children",
+        "cyclic",
+        "index",
+        "kind",
+        "memoized",
+        "obj",
+        "pending",
+        "rebuild",
+    )
+
+    def __init__(self, obj: Any, kind: Container, flat: Any, memoized: bool):
+        self.obj = obj
+        self.kind = kind
+        self.children, self.rebuild = flat  # what kind.flatten(obj) returned
+        self.index = 0  # the next child to look at
+        self.changes: list[tuple[int, Any]] | None = None  # (i, new value)
+        self.pending: list[tuple[int, Node]] | None = None  # (i, pending node)
+        self.memoized = memoized  # in the memo: record its outcome there
+        self.cyclic = False  # a child refers back to it
+
+
+def _record(frame: _Frame, i: int, out: Any) -> None:
+    """Note child ``i``'s outcome (not ``SAME``) in ``frame``."""
+    if isinstance(out, Node):
+        if frame.pending is None:
+            frame.pending = []
+        frame.pending.append((i, out))
+    else:
+        if frame.changes is None:
+            frame.changes = []
+        frame.changes.append((i, out))
+
+
+# ---------------------------------------------------------------------------
+# Places
+
+
+def _label(node: Node, i: int) -> str:
+    kind = node.kind
+    if kind is ROOT:
+        return ""
+    if kind is FUTURE or kind is CFUTURE:
+        return ".result()"
+    if kind is COLLECTION:
+        return ".compute()"
+    return kind.label(node.obj, i)
+
+
+def path(node: Node, i: int) -> str:
+    """Where slot ``i`` of ``node`` sits in the user's structure, as Python."""
+    parts = []
+    seen = set()
+    while node.kind is not ROOT and id(node) not in seen and node.parents:
+        seen.add(id(node))
+        parts.append(_label(node, i))
+        node, i = node.parents[0]
+    return "obj" + "".join(reversed(parts))
+
+
+def where(node: Node) -> str:
+    """Where a node sits in the user's structure."""
+    return path(*node.parents[0]) if node.parents else "obj"
+
+
+def describe(node: Node) -> str:
+    if node.kind is FUTURE:
+        key = node.future.key if node.future is not None else node.obj.key
+        return f"the future {key!r}"
+    if node.kind is CFUTURE:
+        return "the concurrent.futures.Future"
+    return f"the dask collection {collection_name(node.obj)}"
+
+
+def collection_name(obj: Any) -> str:
+    key = getattr(type(obj), "key", None)
+    if key is not None:
+        try:
+            return repr(obj.key)
+        except Exception:
+            pass
+    return type(obj).__name__
+
+
+# ---------------------------------------------------------------------------
+# The graph
+
+
+class Graph:
+    """The nodes of one call, and the walk that makes them.
+
+    ``new`` lists the placeholder nodes discovered and not yet handed to an
+    engine; the coordinator takes them with :meth:`take_new`. Walk errors
+    (a container that cannot be taken apart or rebuilt, a cycle) are raised
+    to the caller of :meth:`walk_input`, :meth:`complete` or :meth:`fail`:
+    they end the call.
+    """
+
+    def __init__(self, return_exceptions: bool):
+        self.return_exceptions = return_exceptions
+        self.memo: dict[int, tuple[Any, Any]] = {}
+        self.by_key: dict[Any, Node] = {}
+        self.new: list[Node] = []
+        self.root = Node(None, ROOT, None, [None], 1)
+        self.finished = False  # the root is filled; its value is root.value
+        # The kinds of the types met in this call. A copy of the registry's
+        # cache of static types, filled as the walk meets others: for the
+        # call's length it keeps heap types alive, which the global cache
+        # must not (see unnest.traverse), at the cost of one miss per type.
+        self.kinds: dict[type, Any] = _kinds.copy()
+        self.discovered = 0  # placeholders found so far
+        self.resolved = 0  # of which done or failed
+
+    def _classify(self, tp: type) -> Any:
+        kind = self.kinds[tp] = kind_of(tp)
+        return kind
+
+    def take_new(self) -> list[Node]:
+        new, self.new = self.new, []
+        return new
+
+    # -- walking -----------------------------------------------------------
+
+    def walk_input(self, obj: Any) -> Any:
+        """The input's outcome: ``SAME``, its new value, or ``self.root``."""
+        out = self.walk(obj, self.root, 0)
+        if out is SAME or not isinstance(out, Node):
+            return out
+        out.parents.append((self.root, 0))
+        return self.root
+
+    def walk(self, obj: Any, parent: Node, pidx: int) -> Any:
+        """The outcome of ``obj``: ``SAME``, a new value or a pending ``Node``.
+
+        ``parent``/``pidx`` say where ``obj`` sits: they name places in error
+        messages and bound the cycle check. Memory stays proportional to the
+        path, not to the structure: only containers that may be met twice
+        (shared, or part of a cycle) go in the memo. A container with a
+        single referrer cannot be met twice, and CPython's reference count
+        tells us so cheaply (``_refcount_gate``).
+        """
+        kinds = self.kinds
+        try:
+            kind = kinds[type(obj)]
+        except KeyError:
+            kind = self._classify(type(obj))
+        if kind is LEAF:
+            return SAME
+        if type(kind) is not Container:
+            return self._placeholder(obj, kind, parent, pidx, ())
+
+        memo = self.memo
+        hit = memo.get(id(obj))
+        if hit is not None:
+            return self._memo_outcome(hit[1], obj, parent, pidx, ())
+        memo[id(obj)] = (obj, _EXPANDING)
+        try:
+            flat = kind.flatten(obj)
+        except Exception as e:
+            raise flatten_error(obj, path(parent, pidx), e) from e
+        refcount = _refcount_gate()
+        stack = [_Frame(obj, kind, flat, True)]
+        while True:
+            frame = stack[-1]
+            children = frame.children
+            i = frame.index
+            n = len(children)
+            # References to an unshared child while we look at it: its slot in
+            # `children` (plus its slot in the container when `children` is a
+            # separate list), the loop variable and getrefcount's argument.
+            base = 3 if children is frame.obj else 4
+            descend = None
+            while i < n:
+                child = children[i]
+                i += 1
+                try:
+                    kind = kinds[type(child)]
+                except KeyError:
+                    kind = self._classify(type(child))
+                if kind is LEAF:
+                    continue
+                if type(kind) is Container:
+                    if refcount is not None and refcount(child) <= base:
+                        descend, memoize = child, False
+                        break
+                    hit = memo.get(id(child))
+                    if hit is None:
+                        descend, memoize = child, True
+                        break
+                    frame.index = i  # for the places named in errors
+                    out = self._memo_outcome(hit[1], child, parent, pidx, stack)
+                else:
+                    frame.index = i
+                    out = self._placeholder(child, kind, parent, pidx, stack)
+                if out is not SAME:
+                    _record(frame, i - 1, out)
+            frame.index = i
+            if descend is not None:
+                if memoize:
+                    memo[id(descend)] = (descend, _EXPANDING)
+                try:
+                    flat = kind.flatten(descend)
+                except Exception as e:
+                    where = self._place(parent, pidx, stack)
+                    raise flatten_error(descend, where, e) from e
+                # Most containers hold leaves only: settle them without a frame.
+                grandchildren = flat[0]
+                j = 0
+                m = len(grandchildren)
+                while j < m:
+                    try:
+                        if kinds[type(grandchildren[j])] is not LEAF:
+                            break
+                    except KeyError:
+                        if self._classify(type(grandchildren[j])) is not LEAF:
+                            break
+                    j += 1
+                if j == m:
+                    if memoize:
+                        memo[id(descend)] = (descend, SAME)
+                    continue
+                new = _Frame(descend, kind, flat, memoize)
+                new.index = j  # the leaves before j need no second look
+                stack.append(new)
+                continue
+            stack.pop()
+            if frame.changes is None and frame.pending is None:
+                out = SAME
+            else:
+                out = self._finish(frame, parent, pidx, stack)
+            if frame.memoized:
+                memo[id(frame.obj)] = (frame.obj, out)
+            if not stack:
+                return out
+            if out is not SAME:
+                parent_frame = stack[-1]
+                _record(parent_frame, parent_frame.index - 1, out)
+
+    def _memo_outcome(self, out: Any, obj: Any, parent: Node, pidx: int, stack: Any) -> Any:
+        if out is _EXPANDING:
+            # A reference back to a container we are inside of: a cycle. It is
+            # fine while that container turns out to hold nothing to resolve.
+            for frame in stack:
+                if frame.obj is obj:
+                    frame.cyclic = True
+            return SAME
+        if isinstance(out, Node):
+            return self._pending_again(out, parent, pidx, stack)
+        return out
+
+    def _pending_again(self, node: Node, parent: Node, pidx: int, stack: Any) -> Any:
+        """``node`` met again: its value if done, else itself (cycle-checked)."""
+        if node.state is DONE:
+            return node.value
+        if node.state is FAILED:
+            if self.return_exceptions:
+                return node.value
+            raise node.value
+        if parent is not self.root and _reaches(node, parent):
+            where = self._place(parent, pidx, stack)
+            raise ValueError(
+                f"cycle at {where}: a resolved value contains a container or "
+                "placeholder that is waiting for that very value"
+            )
+        return node
+
+    def _finish(self, frame: _Frame, parent: Node, pidx: int, stack: list[_Frame]) -> Any:
+        obj = frame.obj
+        if frame.cyclic:
+            where = self._place(parent, pidx, stack)
+            raise ValueError(
+                f"cycle at {where}: this {type(obj).__name__} contains itself and "
+                "holds something to resolve, so it cannot be rebuilt"
+            )
+        rebuild = frame.rebuild
+        values = list(frame.children)
+        for i, value in frame.changes or ():
+            values[i] = value
+        pending = frame.pending
+        if pending is None:
+            try:
+                return rebuild(values)
+            except Exception as e:
+                raise rebuild_error(obj, self._place(parent, pidx, stack), e) from e
+        node = Node(obj, frame.kind, rebuild, values, len(pending))
+        for i, child in pending:
+            child.parents.append((node, i))
+        return node
+
+    def _place(self, parent: Node, pidx: int, frames: Any) -> str:
+        """The path of the child each of ``frames`` is looking at, innermost last."""
+        parts = [path(parent, pidx)]
+        for frame in frames:
+            parts.append(frame.kind.label(frame.obj, frame.index - 1))
+        return "".join(parts)
+
+    def _placeholder(self, obj: Any, kind: Any, parent: Node, pidx: int, stack: Any) -> Any:
+        if kind is COLLECTION:
+            # dask.is_dask_collection, without importing dask for other types.
+            try:
+                graph = obj.__dask_graph__()
+            except Exception:
+                graph = None
+            if graph is None:
+                return SAME
+        if kind is FUTURE:
+            node = self.by_key.get(obj.key)
+            if node is not None:
+                return self._pending_again(node, parent, pidx, stack)
+            node = self.by_key[obj.key] = Node(obj, kind, None, [None], 1)
+        else:
+            hit = self.memo.get(id(obj))
+            if hit is not None:
+                return self._pending_again(hit[1], parent, pidx, stack)
+            node = Node(obj, kind, None, [None], 1)
+            self.memo[id(obj)] = (obj, node)
+        self.new.append(node)
+        self.discovered += 1
+        return node
+
+    # -- completing ----------------------------------------------------------
+
+    def complete(self, node: Node, value: Any) -> None:
+        """A placeholder produced ``value``: walk it and fill the node."""
+        if node.state is not PENDING:
+            return
+        if self.kinds.get(type(value), _MISS) is LEAF:
+            # The common case -- a plain value -- needs no walk.
+            self._fill(node, value)
+            return
+        out = self.walk(value, node, 0)
+        if isinstance(out, Node):
+            out.parents.append((node, 0))
+        else:
+            self._fill(node, value if out is SAME else out)
+
+    def fail(self, node: Node, exc: BaseException) -> BaseException | None:
+        """A placeholder raised ``exc``: the error that ends the call, or None.
+
+        With ``return_exceptions`` the exception takes the node's place and
+        None is returned; otherwise the exception, with a note naming the
+        place.
+        """
+        if node.state is not PENDING:
+            return None
+        if self.return_exceptions:
+            self._fill(node, exc)
+            node.state = FAILED
+            return None
+        node.state = FAILED
+        node.value = exc
+        self.resolved += 1
+        return add_note(exc, f"raised by {describe(node)} at {where(node)}")
+
+    def _fill(self, node: Node, value: Any) -> None:
+        """Put ``value`` in slot 0 of ``node``; complete what that completes.
+
+        A work list, not recursion, allocated only where a completed node has
+        several parents.
+        """
+        i = 0
+        work: list[tuple[Node, int, Any]] | None = None
+        memo = self.memo
+        while True:
+            node.values[i] = value
+            node.npending -= 1
+            if not node.npending:
+                kind = node.kind
+                if type(kind) is Container:
+                    try:
+                        value = node.rebuild(node.values)
+                    except Exception as e:
+                        raise rebuild_error(node.obj, where(node), e) from e
+                    memo[id(node.obj)] = (node.obj, value)
+                else:
+                    value = node.values[0]
+                    if kind is not ROOT:
+                        self.resolved += 1
+                node.state = DONE
+                node.value = value
+                node.values = None  # type: ignore[assignment]
+                if kind is ROOT:
+                    self.finished = True
+                parents = node.parents
+                if len(parents) == 1:
+                    node, i = parents[0]
+                    continue
+                if parents:
+                    if work is None:
+                        work = []
+                    work.extend((parent, j, value) for parent, j in parents)
+            if not work:
+                return
+            node, i, value = work.pop()
+
+    def clear(self) -> None:
+        """Forget every node (the call has ended)."""
+        self.memo.clear()
+        self.by_key.clear()
+        self.new.clear()
+        self.root = Node(None, ROOT, None, [None], 1)
+
+    def pending_placeholders(self) -> list[Node]:
+        """Placeholder nodes still waiting (for the timeout message)."""
+        nodes = [node for node in self.by_key.values() if node.state is PENDING]
+        nodes += [
+            out
+            for _, out in self.memo.values()
+            if isinstance(out, Node) and type(out.kind) is not Container and out.state is PENDING
+        ]
+        return [node for node in nodes if node.parents]
+
+
+def _reaches(start: Node, target: Node) -> bool:
+    """Is ``start`` an ancestor of ``target`` (would waiting on it be a cycle)?"""
+    seen = set()
+    work = [target]
+    while work:
+        node = work.pop()
+        if node is start:
+            return True
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        work.extend(p for p, _ in node.parents)
+    return False
+
+
+_gate: list[Any] = []
+
+
+def _refcount_gate() -> Callable[[Any], int] | None:
+    """``sys.getrefcount`` if it tells unshared containers apart here, else None.
+
+    Checked once, on this interpreter, with the walker itself: a shared child
+    and a cycle must land in the memo. Where they would not (another
+    implementation, or a CPython that stops counting some references), every
+    container is memoized instead: slower and bigger, never wrong.
+    """
+    if not _gate:
+        _gate.append(None)  # while checking, and if the check fails
+        getrefcount = getattr(sys, "getrefcount", None)
+        if getrefcount is not None:
+            _gate[0] = getrefcount
+            ok = _memoizes(_shared_pair) and _memoizes(_cycle)
+            _gate[0] = getrefcount if ok else None
+    return _gate[0]
+
+
+def _shared_pair() -> tuple[Any, Any]:
+    shared = [1]
+    return {"a": [shared], "b": (shared,)}, shared
+
+
+def _cycle() -> tuple[Any, Any]:
+    inner: list[Any] = [1]
+    inner.append(inner)
+    return [[inner]], inner
+
+
+def _memoizes(make: Callable[[], tuple[Any, Any]]) -> bool:
+    obj, target = make()
+    target_id = id(target)
+    del target  # only the structure refers to it now
+    graph = Graph(False)
+    graph.walk(obj, graph.root, 0)
+    return target_id in graph.memo

@@ -1,0 +1,293 @@
+"""Waiting through a distributed client, on that client's event loop.
+
+* A future that is not done yet gets one small task (in the call's task
+  group) awaiting its ``FutureState`` -- the event ``Client.gather`` awaits.
+  Futures that are done are collected and fetched together by one
+  ``Client._gather`` per loop iteration: N finished futures cost one round
+  trip, not N.
+* Collections are submitted with ``client.compute``, one call per batch that
+  :func:`unnest._wait_local.batches` deems safe (shared dependencies run once).
+* Futures that are unbound (a multi-process cluster deserialises returned
+  futures without a client) or bound to another live client of the same
+  scheduler are *taken over* by key: a new ``Future(key, client)`` registers
+  interest with the client and, when the client did not know the key, one
+  :func:`unnest._protocol.take_over` request per batch asks the scheduler's
+  hand-off plugin to make the client want each key and to say which keys are
+  forgotten (an error at once) or not known yet (a key a task submitted just
+  before returning, whose ``update-graph`` is still on its way: asked again,
+  backing off, within ``unnest.forgotten-key-grace``). The future of the
+  result these keys came in (the hand-off's *carrier*) is kept until the
+  answer arrives. Without the plugin the waiter asks on the client's own
+  stream (:func:`unnest._protocol.ask_on_stream`).
+
+Invariants
+----------
+* The futures this waiter creates (take-overs and computations) are *ours*;
+  the user's own futures are used as they are and never cancelled or
+  released. Ours are dropped as soon as their node completes, and every one
+  still held is released when the call ends -- value, error, timeout or
+  interrupt -- so a call leaves no key pinned and no state in
+  ``client.futures`` behind it.
+* Every coroutine runs in the call's task group; every exception reaches the
+  call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from unnest import _protocol
+from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
+from unnest._graph import PENDING, Node, where
+from unnest._runtime import CLOSED, forgotten_grace, no_gc
+from unnest._wait_local import batches
+
+
+def check_owner(future: Any, client: Any, place: str) -> None:
+    """Raise a ValueError if ``future`` cannot be resolved through ``client``."""
+    owner = future._client
+    if owner is not None and owner is not client:
+        if owner.status in CLOSED:
+            raise ValueError(f"the future {future.key!r} at {place} belongs to a closed client")
+        if owner.scheduler.address != client.scheduler.address:
+            raise ValueError(
+                f"the future {future.key!r} at {place} belongs to a client of "
+                f"scheduler {owner.scheduler.address}, but unnest is resolving "
+                f"with a client of {client.scheduler.address}"
+            )
+    if client.status in CLOSED:
+        raise ValueError(f"cannot resolve the future {future.key!r}: the client is closed")
+
+
+class DistributedWaiter:
+    """Futures and collections of one call, waited on through one client."""
+
+    def __init__(self, call: Any, client: Any):
+        # `call` is the unnest.resolve.Call this waiter serves (not imported:
+        # imports go one way, from resolve down to the waiters).
+        self.call = call
+        self.client = client
+        self.waiting: set[Node] = set()  # nodes whose future is not resolved yet
+        self.to_fetch: list[Node] = []
+        self.takeovers: list[tuple[Node, Any]] = []
+        self.anchors: list[Any] = []  # carriers kept until take-overs are confirmed
+        self.plugin: bool | None = None  # the take-over request works
+
+    # -- futures ---------------------------------------------------------------
+
+    def add_future(self, node: Node, future: Any) -> None:
+        """Wait on ``future`` (the user's, or a collection's) for ``node``."""
+        future = node.future = self._bind(node, future)
+        self.waiting.add(node)
+        if future._state.done():
+            self._state_done(node)
+        else:
+            self.call.group.spawn(self._wait(node, future))
+
+    def _bind(self, node: Node, future: Any) -> Any:
+        """``future``, or an equivalent one of ours bound to the client."""
+        client = self.client
+        if future._client is client and future._state is not None:
+            return future
+        check_owner(future, client, where(node))
+        key = future.key
+        known = key in client.futures
+        ours = type(future)(key, client)
+        node.since = time.monotonic()
+        if not known:
+            # Batched: one take-over request per loop iteration.
+            if not self.takeovers:
+                self.call.loop.call_soon(self.call.guard(self._take_over))
+            self.takeovers.append((node, ours))
+        return ours
+
+    async def _wait(self, node: Node, future: Any) -> None:
+        await future._state.wait()
+        if node.future is future:
+            self._state_done(node)
+
+    def _state_done(self, node: Node) -> None:
+        future = node.future
+        state = future._state
+        status = state.status
+        if status == "finished":
+            if not self.to_fetch:
+                self.call.loop.call_soon(self.call.guard(self._fetch))
+            self.to_fetch.append(node)
+        elif status == "error":
+            from distributed.core import clean_exception
+
+            _, exc, tb = clean_exception(state.exception, state.traceback)
+            assert exc is not None
+            self._fail(node, exc.with_traceback(tb))
+        else:  # cancelled
+            self._cancelled(node, future)
+
+    def _cancelled(self, node: Node, future: Any) -> None:
+        exc = future._state.exception
+        reason = getattr(exc, "reason", None)
+        client = self.client
+        if client.status in CLOSED:
+            error = RuntimeError(
+                f"the client was closed while unwrap waited for the future "
+                f"{future.key!r} at {where(node)}"
+            )
+            error.__cause__ = exc
+            self.call.end(error)
+            return
+        if client.futures.get(future.key) is not future._state:
+            # The client dropped the state itself: Client.cancel (whose default
+            # reason is also "unknown") or a release. The user cancelled it.
+            self._fail(node, exc)
+            return
+        if node.since is None or reason not in ("unknown", "already forgotten"):
+            self._fail(node, exc)
+            return
+        # The scheduler does not know a key we took over. Either it forgot
+        # it, or the task that returned the future submitted it over another
+        # connection (its worker's client) whose message has not arrived yet:
+        # distributed orders nothing across connections. Ask again, backing
+        # off, until the grace period ends.
+        waited = time.monotonic() - node.since
+        if reason == "unknown" and waited < forgotten_grace():
+            # Every Future of this key in this client came from a take-over
+            # (the client did not know the key), so "pending" is the truth.
+            future._state.reset()
+            self.call.group.spawn(self._ask_again(node, future, waited))
+            return
+        self._fail(node, ForgottenFutureError(future.key, where(node)))
+
+    def _fail(self, node: Node, exc: BaseException) -> None:
+        self._drop(node)
+        self.call.fail(node, exc)
+
+    def _drop(self, node: Node) -> None:
+        self.waiting.discard(node)
+        node.future = None
+
+    # -- fetching --------------------------------------------------------------
+
+    def _fetch(self) -> None:
+        batch, self.to_fetch = self.to_fetch, []
+        self.call.group.spawn(self._gather(batch))
+
+    async def _gather(self, batch: list[Node]) -> None:
+        futures = {node.future.key: node.future for node in batch if node.future is not None}
+        data = await self.client._gather(futures, errors="skip")
+        with no_gc():
+            for node in batch:
+                future = node.future
+                if future is None or node.state is not PENDING:
+                    continue
+                if future._state.status == "finished" and future.key in data:
+                    anchor = future
+                    self._drop(node)
+                    self.call.complete(node, data[future.key])
+                    if self.takeovers:
+                        # Futures found in this value are being taken over:
+                        # keep the future of the value until that is confirmed.
+                        self.anchors.append(anchor)
+                    if self.call.ended:
+                        return
+                else:
+                    self._state_done(node)
+
+    # -- taking over -------------------------------------------------------------
+
+    def _take_over(self) -> None:
+        batch, self.takeovers = self.takeovers, []
+        anchors, self.anchors = self.anchors, []
+        self.call.group.spawn(self._take_over_batch(batch, anchors))
+
+    async def _take_over_batch(self, batch: list[tuple[Node, Any]], anchors: list[Any]) -> None:
+        """Make the client want keys it did not know (see the hand-off).
+
+        ``anchors`` are the futures of the results these keys came in: held
+        until the scheduler confirms, so that a hand-off whose carrier is
+        that result cannot end in between.
+        """
+        client = self.client
+        keys = list(dict.fromkeys(future.key for _, future in batch))
+        reply = None
+        if self.plugin is not False:
+            try:
+                reply = await _protocol.take_over(client, keys)
+                self.plugin = True
+            except HandOffUnavailable:
+                self.plugin = False  # ask on our own stream instead
+        forgotten = set(reply["forgotten"]) if reply else set()
+        unknown = set(reply["unknown"]) if reply else set(keys)
+        for node, future in batch:
+            if node.future is not future:
+                continue
+            if future.key in forgotten:
+                self._fail(node, ForgottenFutureError(future.key, where(node)))
+            elif future.key in unknown:
+                if reply is None:
+                    _protocol.ask_on_stream(client, future.key)  # answered on our stream
+                else:
+                    self.call.group.spawn(self._ask_again(node, future, 0.0))
+        del anchors  # now the carriers may go
+
+    async def _ask_again(self, node: Node, future: Any, waited: float) -> None:
+        """Ask again about a key the scheduler did not know, until the grace ends.
+
+        With the hand-off plugin the question is a take-over request (its
+        answer tells forgotten from not-yet-known); without it, the
+        scheduler's transition log first, then desire + report again on our
+        stream.
+        """
+        client = self.client
+        key = future.key
+        while True:
+            if not self.plugin:
+                try:
+                    story = await client.scheduler.get_story(keys_or_stimuli=[key])
+                except Exception:
+                    story = []
+                if any(t[0] == key and t[2] == "forgotten" for t in story):
+                    break
+            grace = forgotten_grace()
+            delay = min(max(2 * waited, 0.01), max(grace - waited, 0))
+            await asyncio.sleep(delay)  # a bounded back-off between two questions
+            if node.future is not future:
+                return
+            if not self.plugin:
+                _protocol.ask_on_stream(client, key)
+                await self._wait(node, future)
+                return
+            reply = await _protocol.take_over(client, [key])
+            if not reply["unknown"] and not reply["forgotten"]:
+                return  # known now: the scheduler reports it to our waiter
+            waited = time.monotonic() - node.since if node.since is not None else grace
+            if reply["forgotten"] or waited >= grace:
+                break
+        if node.future is future:
+            self._fail(node, ForgottenFutureError(key, where(node)))
+
+    # -- collections -------------------------------------------------------------
+
+    def compute(self, nodes: list[Node]) -> None:
+        for batch in batches(nodes):
+            futures = self.client.compute([node.obj for node in batch])
+            for node, future in zip(batch, futures):
+                self.add_future(node, future)
+
+    # -- the end -----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release every future of ours still held (the call has ended)."""
+        for node in self.waiting:
+            future = node.future
+            node.future = None
+            if future is not None and future is not node.obj:
+                future.release()
+        self.waiting.clear()
+        self.to_fetch.clear()
+        self.takeovers.clear()
+        self.anchors.clear()
+        # Future.release() schedules the client's _dec_ref on this loop: let it
+        # run before the call returns, so the next call sees a clean client.
+        await asyncio.sleep(0)
