@@ -4,11 +4,14 @@ Each case orders the events so that the placeholder's value is known before
 the value that contains it again arrives (no timing involved).
 """
 
+import asyncio
 import concurrent.futures
 
 import dask
 import pytest
 from distributed import Client, Future, get_client, wait
+from distributed.client import FutureCancelledError
+from helpers import keys_left
 
 import unnest
 
@@ -102,3 +105,41 @@ def test_delayed_returned_by_a_delayed_that_is_also_in_the_input():
         # d and outer are computed together; d's value is known when outer's
         # value, which holds d again, is walked.
         assert unnest.unwrap([d, outer], timeout=5) == [2, [2]]
+
+
+# -- found by hostile testing --
+
+
+@pytest.mark.timeout(60)
+def test_stale_and_new_future_of_a_reused_key_keep_their_own_outcomes(client):
+    old = client.submit(inc, 1, key="unnest-test-reused")
+    old.result()
+    client.cancel(old)
+    assert keys_left(client) == []  # the scheduler has forgotten the key
+    new = client.submit(inc, 1, key="unnest-test-reused")  # the key, reused
+    assert new.result(timeout=10) == 2
+    assert old.status == "cancelled"
+    for structure in ([old, new], [new, old]):
+        result = unnest.unwrap(structure, return_exceptions=True, timeout=10)
+        outcome = dict(zip(map(id, structure), result))
+        assert isinstance(outcome[id(old)], FutureCancelledError), result
+        assert outcome[id(new)] == 2, result
+
+
+@pytest.mark.timeout(30)
+def test_container_met_again_in_a_later_value_comes_back_as_one_object():
+    first = concurrent.futures.Future()
+    later = concurrent.futures.Future()
+    outer = [[first], later]  # outer[0] has one referrer while the input is walked
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(unnest.unwrap_async(outer, timeout=5))
+        # Run after the task's first step (the walk of the input), in order:
+        loop.call_soon(lambda: later.set_result(outer[0]))  # now met twice
+        loop.call_soon(first.set_result, 1)
+        return await task
+
+    result = asyncio.run(main())
+    assert result == [[1], [1]]
+    assert result[0] is result[1]  # one container referenced twice, as in the input

@@ -482,3 +482,78 @@ def test_timeout_releases_the_delayed_it_submitted(client, paused_gc):
     finally:
         Event("t-release", client=client).set()
     assert mine.result(timeout=10) == "mine"
+
+
+# -- found by hostile testing --
+
+
+class _Labelled:
+    """A registered container whose ``label`` (user code) raises."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _flatten_labelled(box):
+    return [box.value], lambda values: _Labelled(values[0])
+
+
+def _in_daemon_thread(fn, timeout):
+    """``fn()`` in a daemon thread: its value or exception, else a test failure."""
+    out = concurrent.futures.Future()
+
+    def run():
+        try:
+            out.set_result(fn())
+        except BaseException as e:  # KeyboardInterrupt too
+            out.set_exception(e)
+
+    threading.Thread(target=run, daemon=True, name="hostile-call").start()
+    try:
+        return out.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        if not out.done():
+            pytest.fail(f"the call did not return within {timeout} s")
+        raise
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, LookupError])
+def test_timeout_is_a_timeout_error_when_a_label_raises(exc):
+    # The timeout message names the pending place, which runs the user's
+    # label; what it raises must not replace the TimeoutError or stop the loop.
+    def label(box, i):
+        raise exc("label")
+
+    unnest.register_container(_Labelled, _flatten_labelled, label=label)
+    try:
+        pending = concurrent.futures.Future()
+        with pytest.raises(TimeoutError):
+            _in_daemon_thread(lambda: unnest.unwrap(_Labelled(pending), timeout=0.2), 10)
+        finished = concurrent.futures.Future()
+        finished.set_result(1)
+        assert _in_daemon_thread(lambda: unnest.unwrap([finished], timeout=5), 10) == [1]
+    finally:
+        private = unnest._runtime._private
+        if private is not None and not private[1].is_running():
+            unnest._runtime._private = None  # a dead loop: later tests get a new one
+
+
+@pytest.mark.timeout(60)
+def test_explicit_closed_client_is_a_clear_error(client, monkeypatch):
+    unraisable = []  # messages only: keeping the objects would keep them alive
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(str(u.exc_value)))
+    other = Client(client.scheduler.address, set_as_default=False)
+    future = other.submit(inc, 1)
+    future.result()
+    other.close()
+    try:
+        unnest.unwrap([future], client=other, timeout=5)
+    except (ValueError, RuntimeError) as e:
+        message = str(e)
+    else:
+        pytest.fail("no error")
+    for _ in range(3):
+        gc.collect()
+    assert future.key in message and "closed" in message, message
+    assert not unraisable  # no coroutine of the call is left never awaited

@@ -1,8 +1,11 @@
 """Waiting without a distributed client: concurrent futures and dask's local schedulers."""
 
 import concurrent.futures
+import contextlib
+import gc
 import sys
 import threading
+import weakref
 
 import dask
 import dask.array as da
@@ -124,3 +127,39 @@ def test_collections_computed_together_keep_their_places(scheduler):
     assert items == [1, 2, 3]
     assert isinstance(array, np.ndarray)
     np.testing.assert_array_equal(array, np.arange(6))
+
+
+# -- found by hostile testing --
+
+
+def _count_down(n):
+    """A task that unwraps the Delayed of the level below it: ``n`` levels nested."""
+    if n == 0:
+        return 0
+    return unnest.unwrap(dask.delayed(_count_down, pure=False)(n - 1), timeout=15) + 1
+
+
+@pytest.mark.timeout(60)
+def test_unwrap_nested_in_local_tasks_deeper_than_an_executor():
+    # Each level's dask.compute holds a thread while the level below runs:
+    # 40 levels are more than any default ThreadPoolExecutor has (32 at most).
+    with dask.config.set(scheduler="sync"):
+        top = dask.delayed(_count_down, pure=False)(40)
+        assert unnest.unwrap(top, timeout=40) == 40
+
+
+class _Payload:
+    pass
+
+
+@pytest.mark.timeout(30)
+def test_an_ended_call_is_not_kept_alive_by_the_users_concurrent_future():
+    pending = concurrent.futures.Future()  # the user's, long-lived
+    payload = _Payload()
+    ref = weakref.ref(payload)
+    for _ in range(2):
+        with contextlib.suppress(TimeoutError):
+            unnest.unwrap({"x": [pending], "payload": payload}, timeout=0.05)
+    del payload
+    gc.collect()
+    assert ref() is None, "the ended calls' graphs are kept by callbacks on the user's future"

@@ -16,8 +16,10 @@ The walk sorts every element of a structure into one of three outcomes:
 Invariants
 ----------
 * **One node per placeholder identity for the whole call**: a
-  ``distributed.Future`` by its key, anything else by the object (the memo
-  keeps the object, so its ``id`` stays unique). However often and whenever a
+  ``distributed.Future`` by its key and its client's state of that key (a
+  stale future of a cancelled, re-submitted key is another placeholder),
+  anything else by the object (the memo keeps the object, so its ``id`` stays
+  unique). However often and whenever a
   placeholder is met again, it is the same node.
 * **Every node has an explicit life**: ``PENDING``, then ``DONE`` with its
   value or ``FAILED`` with its exception; it never goes back. The walk never
@@ -34,8 +36,9 @@ Invariants
   naming the cycle, checked only where a pending node is met again, so a
   long chain of new futures costs nothing.
 * The input is never modified; memory follows the path: only containers that
-  can be met twice (shared, or part of a cycle) are memoized, which CPython's
-  reference counts tell cheaply (:func:`_refcount_gate`).
+  can be met twice (shared, or part of a cycle) and containers that changed
+  are memoized; CPython's reference counts tell the first cheaply
+  (:func:`_refcount_gate`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Node:
     """A container, placeholder or root whose value is not known yet."""
 
     __slots__ = (
+        "carrier",
         "future",
         "kind",
         "npending",
@@ -80,10 +84,12 @@ class Node:
         self.parents: list[tuple[Node, int]] = []
         self.state = PENDING
         self.value: Any = None  # the value (DONE) or the exception (FAILED)
-        # The waiting engine's own: the distributed.Future it waits on, and
-        # when it took that future over by key.
+        # The waiting engine's own: the distributed.Future it waits on, when
+        # it took that future over by key, and the key of the result the
+        # future was found in.
         self.future: Any = None
         self.since: float | None = None
+        self.carrier: Any = None
 
 
 class _Frame:
@@ -320,7 +326,10 @@ class Graph:
                 out = SAME
             else:
                 out = self._finish(frame, parent, pidx, stack)
-            if frame.memoized:
+            if frame.memoized or out is not SAME:
+                # A changed container is always remembered: a value that
+                # arrives later (a concurrent future's, in this process) may
+                # refer to it again although it had a single referrer now.
                 memo[id(frame.obj)] = (frame.obj, out)
             if not stack:
                 return out
@@ -396,10 +405,14 @@ class Graph:
             if graph is None:
                 return SAME
         if kind is FUTURE:
-            node = self.by_key.get(obj.key)
+            # A key's identity in a client is its FutureState: a stale future
+            # of a key that was cancelled and submitted again has its own.
+            state = obj._state
+            identity = (obj.key, id(state) if state is not None else None)
+            node = self.by_key.get(identity)
             if node is not None:
                 return self._pending_again(node, parent, pidx, stack)
-            node = self.by_key[obj.key] = Node(obj, kind, None, [None], 1)
+            node = self.by_key[identity] = Node(obj, kind, None, [None], 1)
         else:
             hit = self.memo.get(id(obj))
             if hit is not None:

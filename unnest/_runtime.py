@@ -24,6 +24,7 @@ The lowest layer: it imports nothing else of unnest.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import os
@@ -103,7 +104,7 @@ def in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-_private: tuple[int, asyncio.AbstractEventLoop] | None = None
+_private: tuple[int, asyncio.AbstractEventLoop, threading.Thread] | None = None
 _private_lock = threading.Lock()
 
 
@@ -111,11 +112,16 @@ def private_loop() -> asyncio.AbstractEventLoop:
     """A loop in a daemon thread for ``unwrap`` calls that involve no client."""
     global _private
     with _private_lock:
-        if _private is None or _private[0] != os.getpid() or _private[1].is_closed():
+        if (
+            _private is None
+            or _private[0] != os.getpid()
+            or _private[1].is_closed()
+            or not _private[2].is_alive()
+        ):
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="unnest-loop", daemon=True)
             thread.start()
-            _private = (os.getpid(), loop)
+            _private = (os.getpid(), loop, thread)
         return _private[1]
 
 
@@ -203,6 +209,31 @@ def run_blocking(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
         if not future.done():
             future.cancel()
             finished.wait(CLEANUP_WAIT)
+        raise
+
+
+async def run_elsewhere(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
+    """Await ``coro`` running on ``loop`` (another thread's).
+
+    If the awaiting task is cancelled, ``coro`` is cancelled too and its
+    cleanup awaited for up to :data:`CLEANUP_WAIT` seconds before the
+    cancellation propagates.
+    """
+    finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def main() -> Any:
+        try:
+            return await coro
+        finally:
+            finished.set_result(None)
+
+    future = asyncio.run_coroutine_threadsafe(main(), loop)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        future.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.wrap_future(finished), CLEANUP_WAIT)
         raise
 
 

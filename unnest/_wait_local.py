@@ -6,7 +6,7 @@
   of them must not overflow the stack). This is also how concurrent futures
   are waited on in calls that do have a client: they are loop-agnostic.
 * dask collections, when no client applies: ``dask.compute`` on the
-  configured scheduler, in an executor thread, one call per batch of
+  configured scheduler, in a thread of its own, one call per batch of
   collections that :func:`batches` deems safe to compute together.
 
 Invariants: every callback that runs user code (a future's result, the walk
@@ -22,6 +22,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import threading
 from typing import Any
 
 from unnest._exceptions import add_note
@@ -51,6 +52,7 @@ class LocalWaiter:
         self.call = call
         self.ready: collections.deque[tuple[Node, Any]] = collections.deque()
         self.draining = False
+        self.slots: list[list[Any]] = []
 
     # -- concurrent.futures.Future ---------------------------------------------
 
@@ -60,15 +62,27 @@ class LocalWaiter:
             self.ready.append((node, future))
             return
         loop = self.call.loop
-        call = self.call
+        # concurrent.futures never drops a done callback: the callback holds
+        # the call only through this slot, which close() empties, so a future
+        # the user keeps does not keep an ended call alive.
+        slot: list[Any] = [self, node]
+        self.slots.append(slot)
 
         def done(f: Any) -> None:
-            if call.ended:
+            waiter, node = slot
+            if waiter is None or waiter.call.ended:
                 return
             with contextlib.suppress(RuntimeError):  # the loop is closed: call is over
-                loop.call_soon_threadsafe(call.guard(self._concurrent_done), node, f)
+                loop.call_soon_threadsafe(waiter.call.guard(waiter._concurrent_done), node, f)
 
         future.add_done_callback(done)
+
+    def close(self) -> None:
+        """The call has ended: let go of it in every callback it left behind."""
+        for slot in self.slots:
+            slot[0] = slot[1] = None
+        self.slots.clear()
+        self.ready.clear()
 
     def drain(self) -> None:
         """Take the concurrent futures that were done when found."""
@@ -103,9 +117,8 @@ class LocalWaiter:
         import dask
 
         collections = [node.obj for node in batch]
-        loop = asyncio.get_running_loop()
         try:
-            values = await loop.run_in_executor(None, _compute, dask, collections)
+            values = await _in_thread(dask.compute, *collections)
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # the loop must never see it
@@ -127,7 +140,31 @@ class LocalWaiter:
             self.call.complete(node, value)
 
 
-def _compute(dask: Any, collections: list[Any]) -> Any:
-    # In the executor thread. A BaseException here (SystemExit in a task, say)
-    # is carried back to the loop by the executor's future like any other.
-    return dask.compute(*collections)
+async def _in_thread(func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a thread of its own; its outcome, in this loop.
+
+    A thread per computation, not a bounded executor: a task that unwraps
+    the ``Delayed`` of the level below it holds its thread while it waits,
+    so nesting deeper than an executor's size would deadlock. Whatever
+    ``func`` raises, ``BaseException`` included, is carried back as data.
+    """
+    loop = asyncio.get_running_loop()
+    outcome = loop.create_future()
+
+    def settle(result: tuple[Any, BaseException | None]) -> None:
+        if not outcome.done():
+            outcome.set_result(result)
+
+    def run() -> None:
+        try:
+            result: tuple[Any, BaseException | None] = (func(*args), None)
+        except BaseException as e:
+            result = (None, e)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: call is over
+            loop.call_soon_threadsafe(settle, result)
+
+    threading.Thread(target=run, name="unnest-compute", daemon=True).start()
+    value, error = await outcome
+    if error is not None:
+        raise error
+    return value

@@ -50,6 +50,7 @@ Invariants
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from typing import Any, TypeVar
@@ -67,6 +68,7 @@ from unnest._runtime import (
     no_gc,
     private_loop,
     run_blocking,
+    run_elsewhere,
     seceded,
     worker_client,
 )
@@ -116,6 +118,14 @@ class Call:
                 self.client = distributed_scheduler()
         return out
 
+    def check_client(self) -> None:
+        """A ValueError if the client this call must run on is closed."""
+        client = self.client
+        if client is not None and client.status in CLOSED:
+            first = next(iter(self.graph.new), None)
+            what = describe(first) if first is not None else "the input"
+            raise ValueError(f"cannot resolve {what}: its client {client!r} is closed")
+
     def target_loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop to run this call on, or None for "any"."""
         if self.client is not None:
@@ -160,6 +170,7 @@ class Call:
             await self.group.aclose()
             if self.remote is not None:
                 await self.remote.aclose()
+            self.local.close()
             value = self.graph.root.value if self.error is None else None
             # The call and its waiters refer to each other: drop the graph now,
             # so the placeholders it kept (the user's futures among them) go
@@ -258,22 +269,21 @@ class Call:
             self.complete(node, obj if out is SAME else out)
             return
         loop = client.loop.asyncio_loop
-        # Cancelling this task cancels the other call, which then cleans up.
-        value, error = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call.run(), loop))
+        value, error = await run_elsewhere(call.run(), loop)
         if error is not None:
             self.fail(node, error)
         else:
             self.complete(node, value)
 
     def _timeout_message(self) -> str:
-        pending = self.graph.pending_placeholders()
         msg = f"unwrap did not finish within {self.timeout} s"
+        pending = self.graph.pending_placeholders()
         if pending:
-            node = pending[0]
-            msg += (
-                f"; {len(pending)} placeholder(s) still pending, e.g. "
-                f"{describe(node)} at {where(node)}"
-            )
+            msg += f"; {len(pending)} placeholder(s) still pending"
+            # The place is named through the user's own labels and keys, and
+            # the loop must never see what they raise.
+            with contextlib.suppress(BaseException):
+                msg += f", e.g. {describe(pending[0])} at {where(pending[0])}"
         return msg
 
 
@@ -373,6 +383,7 @@ def unwrap(
     out = call.begin(obj)
     if out is not call.graph.root:
         return out  # type: ignore[no-any-return]
+    call.check_client()
     loop = call.target_loop() or private_loop()
     if in_loop_thread(loop):
         raise loop_thread_error(call.client)
@@ -427,12 +438,12 @@ async def unwrap_async(
     out = call.begin(obj)
     if out is not call.graph.root:
         return out  # type: ignore[no-any-return]
+    call.check_client()
     loop = call.target_loop()
     if loop is None or in_loop_thread(loop):
         value, error = await call.run()
     else:
-        running = asyncio.run_coroutine_threadsafe(call.run(), loop)
-        value, error = await asyncio.wrap_future(running)
+        value, error = await run_elsewhere(call.run(), loop)
     if error is not None:
         raise error
     return value  # type: ignore[no-any-return]
