@@ -1,8 +1,13 @@
 """hand_off and its take-over by unwrap, on multi-process clusters."""
 
+import concurrent.futures
+import threading
+import uuid
+
 import dask
 import pytest
-from distributed import Client, Future, get_client, wait
+from distributed import Client, Event, Future, get_client, wait
+from distributed.client import FutureCancelledError
 from helpers import keys_left
 
 import unnest
@@ -90,7 +95,7 @@ def test_unconsumed_hand_off_ends_with_its_carrier(client):
 
 def test_carrierless_hold_ends_at_take_over(client):
     future = client.submit(inc, 1, pure=False)
-    unnest.hand_off([future])  # outside a task: no carrier
+    unnest.hand_off([Future(future.key)])  # unbound, outside a task: no carrier
     with Client(client.scheduler.address) as other:
         assert unnest.unwrap([Future(future.key)], client=other) == [2]
         assert hand_off_state(other)["holds"] == 0
@@ -101,13 +106,13 @@ def test_carrierless_hold_ends_at_take_over(client):
 def test_carrierless_hold_ends_after_its_ttl(client):
     future = client.submit(inc, 1, pure=False)
     with dask.config.set({"unnest.hand-off.ttl": "0.2s"}):
-        unnest.hand_off({"f": future})
+        unnest.hand_off({"f": Future(future.key)})  # unbound: held without a carrier
     del future  # only the hold keeps it now, until the time-to-live passes
     assert keys_left(client, timeout=30) == []
 
 
 def test_hand_off_of_unknown_keys_names_them(client):
-    ghost = Future("never-submitted", client)
+    ghost = Future("never-submitted")  # unbound: what a task hands its caller
     with (
         dask.config.set({"unnest.hand-off.wait": "0.2s"}),
         pytest.raises(ValueError, match="never-submitted"),
@@ -119,7 +124,7 @@ def test_forgotten_key_fails_at_once_with_the_plugin(client):
     future = client.submit(inc, 1, pure=False)
     key = future.key
     hand_off_state(client)  # installs the plugin: it sees the key forgotten
-    client.cancel(future)
+    future.result()
     del future
     assert keys_left(client) == []
     # A grace of a minute: only knowing the key is forgotten can fail in time.
@@ -137,3 +142,121 @@ def test_hand_off_on_command_line_cluster(cli_client):
     assert unnest.unwrap(top) == [[["bottom"]]]
     del p, top
     assert keys_left(cli_client) == []
+
+
+# -- Hand-off v2: cancel, direct calls, partial take-overs, reused keys, errors ----
+
+
+def blocked_child(name):
+    Event(f"{name}-started").set()
+    Event(f"{name}-release").wait()
+    return name
+
+
+def hand_off_blocked(name):
+    child = get_client().submit(blocked_child, name, pure=False)
+    return unnest.hand_off({"child": child})
+
+
+def in_thread(fn):
+    outcome = concurrent.futures.Future()
+
+    def run():
+        try:
+            outcome.set_result(fn())
+        except BaseException as e:
+            outcome.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return outcome
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["cancel", "force", "force-from-another-client"])
+def test_cancelling_a_handed_off_child_is_cancelled_at_once(client, how):
+    name = f"cancel-{how}-{uuid.uuid4().hex[:6]}"
+    p = client.submit(hand_off_blocked, name, pure=False)
+    try:
+        # A grace of a minute: only knowing the key was cancelled ends in time.
+        with dask.config.set({"unnest.forgotten-key-grace": "60s"}):
+            outcome = in_thread(lambda: unnest.unwrap({"p": p}, timeout=30))
+            assert Event(f"{name}-started", client=client).wait(30)
+            key = p.result()["child"].key
+            if how == "force-from-another-client":
+                with Client(client.scheduler.address) as other:
+                    other.cancel([Future(key, other)], force=True)
+            else:
+                client.cancel([Future(key, client)], force=how == "force")
+            with pytest.raises(FutureCancelledError) as info:
+                outcome.result(timeout=20)
+        assert info.value.key == key
+        assert "at obj['p'].result()['child']" in info.value.__notes__[-1]
+    finally:
+        Event(f"{name}-release", client=client).set()
+
+
+@unnest.resolving
+def fan_out(n):
+    client = get_client()
+    return [client.submit(inc, i, pure=False) for i in range(n)]
+
+
+@pytest.mark.timeout(60)
+def test_direct_calls_in_the_client_process_hold_nothing(client):
+    results = [fan_out(100) for _ in range(10)]  # a resolving function, called directly
+    assert unnest.unwrap(results[0]) == list(range(1, 101))
+    assert hand_off_state(client)["holds"] == 0
+    del results
+    assert keys_left(client, timeout=5) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_carrierless_hold_lets_go_of_each_key_as_it_is_taken_over(client):
+    p = client.submit(async_producer, 3, pure=False)
+    raw = p.result()
+    del p  # the carrier result is released; the hold has no carrier anyway
+    assert keys_left(client, timeout=5) != []  # the hold keeps the three children
+    values = [unnest.unwrap(f, client=client, timeout=20) for f in raw["xs"]]
+    assert values == [1, 2, 3]
+    del raw
+    assert keys_left(client) == []
+    assert hand_off_state(client)["holds"] == 0
+
+
+def produce_pure(x):
+    """Return the future of a pure key without handing it off."""
+    return [get_client().submit(inc, x)]
+
+
+@pytest.mark.timeout(120)
+def test_a_pure_key_forgotten_once_and_submitted_again_is_waited_for(client):
+    hand_off_state(client)  # install the plugin: it sees every key forgotten
+    for i in range(20):
+        x = 10_000 + i
+        once = client.submit(inc, x)
+        once.result()
+        del once
+        assert keys_left(client) == []  # forgotten: the plugin remembers the key
+        # A producer submits the same pure key again and returns its future;
+        # the consumer may ask before the producer's update-graph arrives.
+        p = client.submit(produce_pure, x, pure=False)
+        assert unnest.unwrap(p, timeout=30) == [x + 1]
+        del p
+
+
+@pytest.mark.timeout(60)
+def test_a_released_carrier_is_named_not_a_missing_hand_off(client):
+    p = client.submit(producer, 3, True, pure=False)
+    raw = p.result()
+    del p
+    assert keys_left(client) == []  # the carrier, and the children with it, are gone
+    with pytest.raises(unnest.ForgottenFutureError) as info:
+        unnest.unwrap(raw, client=client, timeout=20)
+    message = str(info.value)
+    assert "released" in message and "Keep the outer future" in message
+    assert "hand_off(" not in message
+
+
+def test_handoff_unavailable_is_public():
+    assert issubclass(unnest.HandOffUnavailable, RuntimeError)
+    assert "HandOffUnavailable" in unnest.__all__

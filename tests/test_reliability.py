@@ -341,10 +341,14 @@ def test_concurrent_unwraps_from_8_threads(client):
     assert len(results) == 400 and all(r == expected for r in results)
 
 
-@unnest.resolving
 def produce_ten(i):
+    """Hand off ten children; every tenth producer cancels its first child after."""
     client = get_client()
-    return [client.submit(inc, 10 * i + j, pure=False) for j in range(10)]
+    children = [client.submit(inc, 10 * i + j, pure=False) for j in range(10)]
+    unnest.hand_off(children)
+    if i % 10 == 1:
+        client.cancel(children[0], force=True)
+    return children
 
 
 @unnest.resolving
@@ -353,14 +357,43 @@ def consume(values, delay):
     return sum(values)
 
 
+def consume_or_say_why(values):
+    """A plain task: it gets the futures and says what unwrapping them raised."""
+    try:
+        return sum(unnest.unwrap(values, timeout=60))
+    except Exception as e:
+        return type(e).__name__
+
+
 def test_hand_off_under_churn(client):
     producers = client.map(produce_ten, range(1_000), pure=False)
     rng = random.Random(0)
-    consumers = [client.submit(consume, p, rng.uniform(0, 0.01), pure=False) for p in producers]
+    # A tenth of the carriers are released before anyone takes their children over.
+    early = [p for i, p in enumerate(producers) if i % 10 == 2]
+    consumers = [
+        client.submit(consume_or_say_why, p, pure=False)
+        if i % 10 == 1
+        else client.submit(consume, p, rng.uniform(0, 0.01), pure=False)
+        for i, p in enumerate(producers)
+        if i % 10 != 2
+    ]
+    raws = client.gather(early)  # their unbound futures, as a late consumer would get them
+    del producers, early
     sums = client.gather(consumers)
-    assert sums == [sum(inc(10 * i + j) for j in range(10)) for i in range(1_000)]
-    del producers, consumers
-    assert keys_left(client, timeout=60) == []
+    expected = [
+        "FutureCancelledError" if i % 10 == 1 else sum(inc(10 * i + j) for j in range(10))
+        for i in range(1_000)
+        if i % 10 != 2
+    ]
+    assert sums == expected
+    del consumers
+    assert keys_left(client, timeout=60) == []  # the released carriers' children too
+    errors = unnest.unwrap(raws, client=client, return_exceptions=True)
+    assert all(
+        isinstance(e, unnest.ForgottenFutureError) and "released" in str(e)
+        for values in errors
+        for e in values
+    )
     assert hand_off_state(client)["holds"] == 0
 
 

@@ -24,7 +24,7 @@ import asyncio
 import logging
 from typing import Any
 
-from unnest._exceptions import HandOffUnavailable
+from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 
 logger = logging.getLogger("unnest.handoff")
 
@@ -75,11 +75,52 @@ async def hold(client: Any, keys: list[Any], carrier: Any, ttl: float, wait: flo
     return await _request(client, OP_HOLD, keys=keys, carrier=carrier, ttl=ttl, wait=wait)
 
 
-async def take_over(client: Any, keys: list[Any]) -> dict[str, Any]:
-    """Make ``client`` want ``keys``; the reply lists forgotten and unknown keys."""
+async def take_over(
+    client: Any, keys: list[Any], carriers: dict[Any, Any] | None = None
+) -> dict[str, Any]:
+    """Make ``client`` want ``keys``; the reply lists forgotten and unknown keys.
+
+    ``carriers`` maps a key to the key of the result it was found in, where
+    known: it tells the plugin which incarnation of a key the consumer means.
+    The reply's ``why`` says why each forgotten key is gone (see
+    :func:`gone_error`).
+    """
     from unnest._plugin import OP_TAKE_OVER
 
-    return await _request(client, OP_TAKE_OVER, keys=keys, client=client.id)
+    kwargs: dict[str, Any] = {"keys": keys, "client": client.id}
+    if carriers:
+        kwargs["carriers"] = carriers
+    return await _request(client, OP_TAKE_OVER, **kwargs)
+
+
+def gone_error(key: Any, place: str, why: str | None) -> BaseException:
+    """The error for a key a take-over found gone, saying what happened."""
+    from unnest import _plugin
+
+    if why == _plugin.CANCELLED:
+        from distributed.client import FutureCancelledError
+
+        return FutureCancelledError(key, "cancelled")
+    reason = {
+        _plugin.CARRIER_RELEASED: (
+            "It was handed off, but the result that carried it was released before "
+            "unwrap took it over. Keep the outer future (the task's result) until "
+            "unwrap returns."
+        ),
+        _plugin.CARRIER_RECOMPUTED: (
+            "It was handed off, but the result that carried it was recomputed (its "
+            "worker was lost) and the recomputed task handed off new futures. Unwrap "
+            "the outer future again to resolve those."
+        ),
+        _plugin.CARRIER_ERRED: (
+            "It was handed off, but the task that carried it failed afterwards."
+        ),
+        _plugin.TTL: (
+            "It was handed off, but nobody took it over within unnest.hand-off.ttl "
+            "(dask config), so its hold ended."
+        ),
+    }.get(why or "")
+    return ForgottenFutureError(key, place, reason)
 
 
 async def state(client: Any) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class DistributedWaiter:
         self.takeovers: list[tuple[Node, Any]] = []
         self.anchors: list[Any] = []  # carriers kept until take-overs are confirmed
         self.plugin: bool | None = None  # the take-over request works
+        self.carrier: Any = None  # the key whose value is being walked, if any
 
     # -- futures ---------------------------------------------------------------
 
@@ -96,6 +97,7 @@ class DistributedWaiter:
         known = key in client.futures
         ours = type(future)(key, client)
         node.since = time.monotonic()
+        node.carrier = self.carrier
         if not known:
             # Batched: one take-over request per loop iteration.
             if not self.takeovers:
@@ -116,6 +118,10 @@ class DistributedWaiter:
             if not self.to_fetch:
                 self.call.loop.call_soon(self.call.guard(self._fetch))
             self.to_fetch.append(node)
+        elif status in ("pending", "lost"):
+            # Lost between its report and our fetch (a worker died): it runs
+            # again, and reports again.
+            self.call.group.spawn(self._wait(node, future))
         elif status == "error":
             from distributed.core import clean_exception
 
@@ -127,6 +133,10 @@ class DistributedWaiter:
 
     def _cancelled(self, node: Node, future: Any) -> None:
         exc = future._state.exception
+        if exc is None:
+            from distributed.client import FutureCancelledError
+
+            exc = FutureCancelledError(future.key, None)
         reason = getattr(exc, "reason", None)
         client = self.client
         if client.status in CLOSED:
@@ -155,7 +165,7 @@ class DistributedWaiter:
             # Every Future of this key in this client came from a take-over
             # (the client did not know the key), so "pending" is the truth.
             future._state.reset()
-            self.call.group.spawn(self._ask_again(node, future, waited))
+            self.call.group.spawn(self._ask_again(node, future, waited, rewait=True))
             return
         self._fail(node, ForgottenFutureError(future.key, where(node)))
 
@@ -184,7 +194,11 @@ class DistributedWaiter:
                 if future._state.status == "finished" and future.key in data:
                     anchor = future
                     self._drop(node)
-                    self.call.complete(node, data[future.key])
+                    self.carrier = future.key
+                    try:
+                        self.call.complete(node, data[future.key])
+                    finally:
+                        self.carrier = None
                     if self.takeovers:
                         # Futures found in this value are being taken over:
                         # keep the future of the value until that is confirmed.
@@ -210,20 +224,22 @@ class DistributedWaiter:
         """
         client = self.client
         keys = list(dict.fromkeys(future.key for _, future in batch))
+        carriers = {f.key: node.carrier for node, f in batch if node.carrier is not None}
         reply = None
         if self.plugin is not False:
             try:
-                reply = await _protocol.take_over(client, keys)
+                reply = await _protocol.take_over(client, keys, carriers)
                 self.plugin = True
             except HandOffUnavailable:
                 self.plugin = False  # ask on our own stream instead
+        why = reply.get("why", {}) if reply else {}
         forgotten = set(reply["forgotten"]) if reply else set()
         unknown = set(reply["unknown"]) if reply else set(keys)
         for node, future in batch:
             if node.future is not future:
                 continue
             if future.key in forgotten:
-                self._fail(node, ForgottenFutureError(future.key, where(node)))
+                self._fail(node, _protocol.gone_error(future.key, where(node), why.get(future.key)))
             elif future.key in unknown:
                 if reply is None:
                     _protocol.ask_on_stream(client, future.key)  # answered on our stream
@@ -231,7 +247,9 @@ class DistributedWaiter:
                     self.call.group.spawn(self._ask_again(node, future, 0.0))
         del anchors  # now the carriers may go
 
-    async def _ask_again(self, node: Node, future: Any, waited: float) -> None:
+    async def _ask_again(
+        self, node: Node, future: Any, waited: float, rewait: bool = False
+    ) -> None:
         """Ask again about a key the scheduler did not know, until the grace ends.
 
         With the hand-off plugin the question is a take-over request (its
@@ -258,11 +276,21 @@ class DistributedWaiter:
                 _protocol.ask_on_stream(client, key)
                 await self._wait(node, future)
                 return
-            reply = await _protocol.take_over(client, [key])
+            carriers = {key: node.carrier} if node.carrier is not None else None
+            reply = await _protocol.take_over(client, [key], carriers)
             if not reply["unknown"] and not reply["forgotten"]:
-                return  # known now: the scheduler reports it to our waiter
+                # Known now: the scheduler reports it. After a reset nobody
+                # waits on the state any more: wait here.
+                if rewait:
+                    await self._wait(node, future)
+                return
             waited = time.monotonic() - node.since if node.since is not None else grace
-            if reply["forgotten"] or waited >= grace:
+            if reply["forgotten"]:
+                if node.future is future:
+                    why = reply.get("why", {}).get(key)
+                    self._fail(node, _protocol.gone_error(key, where(node), why))
+                return
+            if waited >= grace:
                 break
         if node.future is future:
             self._fail(node, ForgottenFutureError(key, where(node)))

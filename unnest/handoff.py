@@ -9,49 +9,35 @@ task's own references drop -- usually before any consumer has asked for them.
 
 Design
 ------
-Scheduler side, ``unnest._plugin.HandOffPlugin`` (a ``SchedulerPlugin``, installed
-once, idempotently, by the first producer or consumer that needs it; the
-requests to it are in :mod:`unnest._protocol`):
-
-* a *hold* makes a pseudo-client (``unnest-hand-off``) desire a set of keys,
-  the same way ``publish_dataset`` keeps data alive;
-* a hold made inside a task records that task as its *carrier*. It lasts as
-  long as the carrier's result does -- so the same result can be unwrapped
-  twice -- and is released when the carrier is released, forgotten or errs
-  (seen in the plugin's ``transition`` hook), or when the time-to-live in
-  dask's config ``unnest.hand-off.ttl`` passes, whichever comes first. A hold
-  with no carrier (``hand_off`` called outside a task) ends at its first
-  take-over or at the time-to-live;
-* two request/response handlers: ``unnest_hold`` and ``unnest_take_over``.
-  Nothing is sent as a fire-and-forget stream message, so nothing can close a
-  connection: a stream handler that raises makes distributed drop the
-  client's connection and cancel all its futures;
-* a bounded memory of recently forgotten keys, so a consumer learns at once
-  that a key is gone rather than waiting for it.
+The protocol -- the states of a hold and of a held key, and every event that
+moves them -- is written once, in :mod:`unnest._plugin` (the scheduler
+half); :mod:`unnest._protocol` is the client half.
 
 Producer side, :func:`hand_off`: finds the futures in the value, and asks the
-scheduler to hold their keys before the task returns. The request is answered
-only once every key is known to the scheduler -- the children's
-``update-graph`` travels on the worker client's stream, not on this request's
-connection, so the handler waits (bounded) for the keys to arrive. When the
-answer comes back the hold is in place: confirmed, not hoped for.
+scheduler to hold their keys before the task returns, naming the running
+task as the hold's *carrier*. The request is answered only once every key is
+known to the scheduler -- the children's ``update-graph`` travels on the
+worker client's stream, not on this request's connection, so the handler
+waits (bounded) for the keys to arrive. When the answer comes back the hold
+is in place: confirmed, not hoped for. Outside a task, futures bound to a
+live client of the user's need no hold and get none.
 
-Consumer side (``unwrap``, see :mod:`unnest.resolve`): for futures it takes
-over by key, one ``unnest_take_over`` request per batch makes the scheduler
-register the consumer's client as wanting each key (and report it, as
-``client-desires-keys`` would), releases carrier-less holds, and answers
-which keys are forgotten. The consumer keeps its reference to the carrier
-until that answer arrives, so the carrier cannot be released -- and the
-hold with it -- in between. Releasing tolerates holds that are gone.
+Consumer side (``unwrap``, see :mod:`unnest._wait_distributed`): for futures
+it takes over by key, one take-over request per batch makes the scheduler
+register the consumer's client as wanting each key, and answers which keys
+are gone (and why) or not known yet. The consumer keeps its reference to the
+carrier until that answer arrives, so the carrier cannot be released -- and
+the hold with it -- in between.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, TypeVar
 
 from unnest import _protocol
-from unnest._runtime import config_seconds, in_loop_thread
+from unnest._runtime import CLOSED, config_seconds, in_loop_thread
 from unnest.traverse import FUTURE, placeholders
 
 __all__ = ["hand_off", "hand_off_async"]
@@ -72,6 +58,27 @@ def _client_for(futures: list[Any]) -> Any:
     return distributed.get_client()
 
 
+def _needs_hold(futures: list[Any], carrier: Any) -> bool:
+    """Whether anything but the user's own references would keep ``futures``.
+
+    Inside a task (a carrier) always. Elsewhere only futures that are unbound,
+    or bound to a closed client or to a worker's client (a thread a task
+    started, an ``async def`` task) need a hold: futures bound to a live
+    client of the user's live exactly as long as the user keeps them, which
+    is what they expect of a direct call in their own process.
+    """
+    if carrier is not None:
+        return True
+    worker = sys.modules.get("distributed.worker")
+    worker_clients = set()
+    if worker is not None:
+        worker_clients = {id(w._client) for w in list(worker.Worker._instances) if w._client}
+    return any(
+        f._client is None or f._client.status in CLOSED or id(f._client) in worker_clients
+        for f in futures
+    )
+
+
 def hand_off(obj: T) -> T:
     """Keep the futures in ``obj`` alive until a consumer takes them over.
 
@@ -83,6 +90,13 @@ def hand_off(obj: T) -> T:
     (or after ``unnest.hand-off.ttl``, default one hour). Functions wrapped
     by :func:`unnest.resolving` or :func:`unnest.resolves_nested` do this for
     you.
+
+    Outside a task -- a direct call in the user's process -- futures bound
+    to a live client of the user's need no hold and get none: they live as
+    long as the user keeps them. Futures handed off where the worker does not
+    know the running task (an ``async def`` task, a thread a task started)
+    are held without a carrier: each key until a consumer takes it over, or
+    the time-to-live.
 
     Parameters
     ----------
@@ -120,6 +134,9 @@ def hand_off(obj: T) -> T:
     futures = placeholders(obj, (FUTURE,))
     if not futures:
         return obj
+    carrier = _running_task_key()
+    if not _needs_hold(futures, carrier):
+        return obj
     client = _client_for(futures)
     if in_loop_thread(client.loop.asyncio_loop):
         raise RuntimeError(
@@ -127,7 +144,7 @@ def hand_off(obj: T) -> T:
             "task?); blocking there would deadlock. Use `await "
             "unnest.hand_off_async(...)` instead."
         )
-    _check(client.sync(_hold, client, futures, _running_task_key()))
+    _check(client.sync(_hold, client, futures, carrier))
     return obj
 
 
@@ -160,8 +177,11 @@ async def hand_off_async(obj: T) -> T:
     futures = placeholders(obj, (FUTURE,))
     if not futures:
         return obj
+    carrier = _running_task_key()
+    if not _needs_hold(futures, carrier):
+        return obj
     client = _client_for(futures)
-    hold = _hold(client, futures, _running_task_key())
+    hold = _hold(client, futures, carrier)
     if in_loop_thread(client.loop.asyncio_loop):
         reply = await hold
     else:  # a client whose loop runs in another thread
