@@ -132,12 +132,14 @@ class DistributedWaiter:
             self._cancelled(node, future)
 
     def _cancelled(self, node: Node, future: Any) -> None:
-        exc = future._state.exception
-        if exc is None:
-            from distributed.client import FutureCancelledError
+        from distributed.client import FutureCancelledError
 
-            exc = FutureCancelledError(future.key, None)
-        reason = getattr(exc, "reason", None)
+        stored = future._state.exception
+        reason = getattr(stored, "reason", None)
+        # A fresh error, not the one the client's state keeps: raising that one
+        # would tie the state to our frames (and the user's futures in them)
+        # through its traceback, until the garbage collector runs.
+        exc = FutureCancelledError(future.key, reason, getattr(stored, "msg", None))
         client = self.client
         if client.status in CLOSED:
             error = RuntimeError(

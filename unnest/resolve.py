@@ -152,8 +152,8 @@ class Call:
 
     # -- running -------------------------------------------------------------
 
-    async def run(self) -> tuple[Any, BaseException | None]:
-        """Resolve; return ``(value, error)``. Raises only its own cancellation."""
+    async def run(self) -> list[Any]:
+        """Resolve; return ``[value, error]``. Raises only its own cancellation."""
         self.loop = loop = asyncio.get_running_loop()
         self.done = loop.create_future()
         try:
@@ -171,12 +171,13 @@ class Call:
             if self.remote is not None:
                 await self.remote.aclose()
             self.local.close()
-            value = self.graph.root.value if self.error is None else None
+            error, self.error = self.error, None
+            value = self.graph.root.value if error is None else None
             # The call and its waiters refer to each other: drop the graph now,
             # so the placeholders it kept (the user's futures among them) go
             # with the user's last reference, not with the next GC.
             self.graph.clear()
-        return value, self.error
+        return [value, error]
 
     def guard(self, func: Any) -> Any:
         """``func`` as a loop callback: whatever it raises ends the call."""
@@ -291,6 +292,24 @@ class Call:
 # Public API
 
 
+def _deliver(outcome: list[Any]) -> Any:
+    """The value of ``[value, error]``, or raise the error, holding on to nothing.
+
+    The list is emptied and the error dropped from this frame before it
+    propagates: a traceback refers to the frames it passes through, and a
+    frame that still held the error would make a cycle that keeps the
+    call's futures (the user's too) alive until the garbage collector runs.
+    """
+    value, error = outcome
+    outcome.clear()
+    if error is None:
+        return value
+    try:
+        raise error
+    finally:
+        del error
+
+
 def _check(client: Any, timeout: Any) -> None:
     if client is not None and not isinstance(client, distributed().Client):
         raise TypeError(
@@ -388,10 +407,8 @@ def unwrap(
     if in_loop_thread(loop):
         raise loop_thread_error(call.client)
     with seceded():
-        value, error = run_blocking(call.run(), loop)
-    if error is not None:
-        raise error
-    return value  # type: ignore[no-any-return]
+        outcome = run_blocking(call.run(), loop)
+    return _deliver(outcome)  # type: ignore[no-any-return]
 
 
 async def unwrap_async(
@@ -441,12 +458,10 @@ async def unwrap_async(
     call.check_client()
     loop = call.target_loop()
     if loop is None or in_loop_thread(loop):
-        value, error = await call.run()
+        outcome = await call.run()
     else:
-        value, error = await run_elsewhere(call.run(), loop)
-    if error is not None:
-        raise error
-    return value  # type: ignore[no-any-return]
+        outcome = await run_elsewhere(call.run(), loop)
+    return _deliver(outcome)  # type: ignore[no-any-return]
 
 
 unwrap_or_wait = unwrap
