@@ -1,8 +1,17 @@
-"""Test helpers that run on the scheduler (importable there by module name)."""
+"""Test helpers, one of each: tasks, futures made by hand, bounded calls, drains.
+
+Importable by module name on the scheduler and the workers too (the test
+clusters put ``tests/`` on their path), so tasks defined here travel by
+reference.
+"""
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 
+import pytest
+from distributed import Event
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 DRAINED = "unnest-test-drained"
@@ -47,3 +56,59 @@ def keys_left(client, timeout=10):
     """
     client.register_plugin(Drained(), name=DRAINED)
     return client.run_on_scheduler(_wait_drained, timeout=timeout)
+
+
+# -- Tasks ------------------------------------------------------------------------
+
+
+def inc(x):
+    return x + 1
+
+
+def fail(x):
+    raise ZeroDivisionError(f"boom {x}")
+
+
+def wait_event(name, value):
+    """Wait for the distributed Event ``name``, then return ``value``."""
+    Event(name).wait()
+    return value
+
+
+# -- Futures and calls ----------------------------------------------------------------
+
+
+def failed(exc):
+    """A concurrent.futures.Future that failed with ``exc``."""
+    f = concurrent.futures.Future()
+    f.set_exception(exc)
+    return f
+
+
+def in_thread(fn):
+    """Run ``fn()`` in a daemon thread; a concurrent future of its outcome."""
+    out = concurrent.futures.Future()
+
+    def run():
+        try:
+            out.set_result(fn())
+        except BaseException as e:  # SystemExit and KeyboardInterrupt too
+            out.set_exception(e)
+
+    threading.Thread(target=run, daemon=True, name="bounded-call").start()
+    return out
+
+
+def bounded(fn, timeout):
+    """``fn()`` run in a daemon thread: its value or its exception, else a failure.
+
+    For calls that may hang where ``timeout=`` is not honoured (the thread
+    that would honour it is dead): the test fails instead of hanging.
+    """
+    out = in_thread(fn)
+    try:
+        return out.result(timeout=timeout)
+    except TimeoutError:
+        if not out.done():
+            pytest.fail(f"the call did not return within {timeout} s")
+        raise

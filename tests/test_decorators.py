@@ -9,7 +9,7 @@ import dask
 import pytest
 from dask import delayed
 from distributed import get_client
-from helpers import keys_left
+from helpers import inc, keys_left
 
 import unnest
 from unnest import resolves_nested, resolving
@@ -35,10 +35,6 @@ def double(x):
 def total(xs, *, extra=0):
     """Sum of resolved inputs."""
     return sum(xs) + extra
-
-
-def inc(x):
-    return x + 1
 
 
 @resolving

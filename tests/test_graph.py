@@ -11,15 +11,12 @@ import dask
 import pytest
 from distributed import Client, Future, get_client, wait
 from distributed.client import FutureCancelledError
-from helpers import keys_left
+from helpers import inc, keys_left
+from strategies import done
 
 import unnest
 
 # -- tasks (module level: workers import them by reference) -------------------
-
-
-def inc(x):
-    return x + 1
 
 
 def hand_back(key):
@@ -30,12 +27,6 @@ def hand_back(key):
 def produce_pure(x):
     """Hand back the child ``inc(x)``, submitted with its pure key."""
     return unnest.hand_off([get_client().submit(inc, x)])
-
-
-def done(value):
-    f = concurrent.futures.Future()
-    f.set_result(value)
-    return f
 
 
 # -- distributed futures --------------------------------------------------------

@@ -1,21 +1,15 @@
 """hand_off and its take-over by unwrap, on multi-process clusters."""
 
-import concurrent.futures
-import threading
 import uuid
 
 import dask
 import pytest
 from distributed import Client, Event, Future, get_client, wait
 from distributed.client import FutureCancelledError
-from helpers import keys_left
+from helpers import in_thread, inc, keys_left
 
 import unnest
 from unnest.handoff import hand_off_state
-
-
-def inc(x):
-    return x + 1
 
 
 def producer(n, wait_children=False):
@@ -156,19 +150,6 @@ def blocked_child(name):
 def hand_off_blocked(name):
     child = get_client().submit(blocked_child, name, pure=False)
     return unnest.hand_off({"child": child})
-
-
-def in_thread(fn):
-    outcome = concurrent.futures.Future()
-
-    def run():
-        try:
-            outcome.set_result(fn())
-        except BaseException as e:
-            outcome.set_exception(e)
-
-    threading.Thread(target=run, daemon=True).start()
-    return outcome
 
 
 @pytest.mark.timeout(60)

@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from distributed import Client, Future, LocalCluster
+from helpers import inc
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,10 +31,6 @@ from unnest._plugin import HOLDER, PLUGIN_NAME, HandOffPlugin
 
 PRODUCER = "unnest-test-producer"
 CONSUMER = "unnest-test-consumer"
-
-
-def inc(x):
-    return x + 1
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +248,9 @@ class HandOffMachine(RuleBasedStateMachine):
         if key not in self.alive:
             return
         self._run(_cancel, key)
+        # The scheduler tells every client of the cancel; let ours hear it
+        # before the key can be submitted again.
+        barrier(self.client)
         # force=True: every wanter lets go, holds included.
         self.producer.discard(key)
         self.consumer.discard(key)
@@ -292,10 +292,11 @@ class HandOffMachine(RuleBasedStateMachine):
 
 
 def barrier(client):
-    """Wait until the scheduler has handled everything ``client`` sent on its stream.
+    """Wait until the scheduler has handled everything ``client`` sent on its
+    stream, and the client everything the scheduler sent it before that.
 
     A report about a key the scheduler does not know is answered on the same
-    stream, after everything sent before it.
+    stream, after everything sent before it, both ways.
     """
     marker = Future(f"unnest-test-barrier-{uuid.uuid4().hex}", client)
     client._send_to_scheduler({"op": "report-key", "key": marker.key})

@@ -16,20 +16,14 @@ from distributed import Client, Event, Future, LocalCluster, get_client, secede
 from distributed.client import FutureCancelledError
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils_test import gen_cluster
+from helpers import fail, inc, wait_event
 
 import unnest
+import unnest._runtime
 
 # -- tasks (module level: workers import them by reference) -------------------
 
 _kept = []  # futures a producer keeps alive on its worker, for these tests only
-
-
-def inc(x):
-    return x + 1
-
-
-def fail(x):
-    raise ZeroDivisionError(f"boom {x}")
 
 
 def produce(n, keep=True):
@@ -54,11 +48,6 @@ def fail_inside():
     future = get_client().submit(fail, 1)
     _kept.append(future)
     return {"inner": [future]}
-
-
-def wait_event(name, value):
-    Event(name).wait()
-    return value
 
 
 def set_event(name):
@@ -215,29 +204,73 @@ def test_finished_futures_are_fetched_in_one_batch(client):
     assert gathers == [300]
 
 
+class SleepWatch:
+    """Records every sleep with a positive delay, in every thread it watches.
+
+    ``time.sleep`` (a C call) and ``asyncio.sleep`` (a coroutine) alike: an
+    engine that polls on the event loop's thread must be caught, so the
+    watch is installed in the loops' threads too, not only in the caller's.
+    """
+
+    def __init__(self):
+        self.sleeps = []
+
+    def __call__(self, frame, event, arg):
+        if event == "c_call" and arg is time.sleep:
+            self.sleeps.append(("time.sleep", threading.current_thread().name))
+        elif event == "call" and frame.f_code is asyncio.sleep.__code__:
+            delay = frame.f_locals.get("delay", 0)
+            if delay:
+                self.sleeps.append((f"asyncio.sleep({delay})", threading.current_thread().name))
+
+    @contextlib.contextmanager
+    def watching(self, *loops):
+        def install(profile, done):
+            sys.setprofile(profile)
+            done.set()
+
+        def on_loops(profile):
+            for loop in loops:
+                done = threading.Event()
+                loop.call_soon_threadsafe(install, profile, done)
+                assert done.wait(10)
+
+        threading.setprofile(self)
+        sys.setprofile(self)
+        on_loops(self)
+        try:
+            yield self
+        finally:
+            on_loops(None)
+            sys.setprofile(None)
+            threading.setprofile(None)
+
+
 def test_no_thread_per_future_and_no_sleeping(client):
     futures = [client.submit(wait_event, "many", i, pure=False) for i in range(200)]
-    sleeps = []
-
-    def profile(frame, event, arg):
-        if event == "c_call" and arg is time.sleep:
-            sleeps.append(frame.f_code.co_name)
-
     result = []
     waiter = threading.Thread(target=lambda: result.append(unnest.unwrap({"fs": futures})))
     before = threading.active_count()
-    threading.setprofile(profile)
-    sys.setprofile(profile)
-    try:
+    loops = [client.loop.asyncio_loop, unnest._runtime.private_loop()]
+    with SleepWatch().watching(*loops) as watch:
         waiter.start()
         Event("many").set()
         waiter.join(timeout=30)
-    finally:
-        sys.setprofile(None)
-        threading.setprofile(None)
     assert result == [{"fs": list(range(200))}]
     assert threading.active_count() <= before + 1
-    assert sleeps == []
+    assert watch.sleeps == []
+
+
+def test_the_sleep_watch_catches_a_loop_that_sleeps(client):
+    # The check above must be able to fail: a sleep on the client's loop
+    # thread, as a polling engine would do, is seen.
+    async def poll():
+        await asyncio.sleep(0.01)
+
+    with SleepWatch().watching(client.loop.asyncio_loop) as watch:
+        client.sync(poll)
+    assert watch.sleeps  # (a coroutine's frame reports a call at each resumption)
+    assert {what for what, _ in watch.sleeps} == {"asyncio.sleep(0.01)"}
 
 
 def test_threads_share_structures_safely(client):

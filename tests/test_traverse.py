@@ -8,65 +8,31 @@ import gc
 import weakref
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from strategies import Attrs, FrozenPair, Pair, Point, WithHidden, structures
+from strategies import (
+    Attrs,
+    FrozenPair,
+    Pair,
+    Point,
+    WithHidden,
+    done,
+    examples,
+    same_types,
+    structures,
+    swap_leaves,
+)
 
 import unnest
 
 
-def done(value):
-    """A finished concurrent.futures.Future holding ``value``."""
-    f = concurrent.futures.Future()
-    f.set_result(value)
-    return f
-
-
-def swap_leaves(obj, make):
-    """``obj`` with every int leaf replaced by ``make(leaf)`` (a reference walk)."""
-    if type(obj) is int:
-        return make(obj)
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(swap_leaves(x, make) for x in obj))
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(swap_leaves(x, make) for x in obj)
-    if isinstance(obj, collections.deque):
-        return collections.deque((swap_leaves(x, make) for x in obj), maxlen=obj.maxlen)
-    if isinstance(obj, dict):
-        new = copy.copy(obj)
-        for k in new:
-            new[k] = swap_leaves(new[k], make)
-        return new
-    if dataclasses.is_dataclass(obj):
-        new = copy.copy(obj)
-        for f in dataclasses.fields(obj):
-            object.__setattr__(new, f.name, swap_leaves(getattr(obj, f.name), make))
-        return new
-    return obj
-
-
-def same_types(a, b):
-    """``a == b`` with the same container types all the way down."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (list, tuple, collections.deque)):
-        return len(a) == len(b) and all(same_types(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same_types(a[k], b[k]) for k in a)
-    if dataclasses.is_dataclass(a):
-        return all(
-            same_types(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
-        )
-    return a == b
-
-
-@settings(max_examples=300, deadline=None)
+@examples(0.15)  # of the profile's count: 300 in CI, 3,000 with --slow
 @given(structures())
 def test_nothing_to_resolve_gives_the_same_object(obj):
     assert unnest.unwrap(obj) is obj
 
 
-@settings(max_examples=300, deadline=None)
+@examples(0.15)  # of the profile's count: 300 in CI, 3,000 with --slow
 @given(structures())
 def test_finished_futures_swapped_in_give_equal_values_of_equal_types(obj):
     with_futures = swap_leaves(obj, done)

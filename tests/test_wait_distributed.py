@@ -1,6 +1,5 @@
 """Waiting through a distributed client, on a multi-process cluster."""
 
-import concurrent.futures
 import contextlib
 import gc
 import threading
@@ -12,15 +11,11 @@ import dask.bag as db
 import numpy as np
 import pytest
 from distributed import Client, Future, LocalCluster, get_client
-from helpers import keys_left
+from helpers import bounded, failed, inc, keys_left
 
 import unnest
 
 # -- tasks (module level: workers import them by reference) -------------------
-
-
-def inc(x):
-    return x + 1
 
 
 def produce_bare(start, n):
@@ -63,25 +58,6 @@ def _restore_handler(dask_scheduler, name):
 # -- helpers ----------------------------------------------------------------------
 
 
-def bounded(fn, timeout):
-    """``fn()`` run in a daemon thread: its value or its exception, else a failure."""
-    out = concurrent.futures.Future()
-
-    def run():
-        try:
-            out.set_result(fn())
-        except BaseException as e:  # SystemExit and KeyboardInterrupt too
-            out.set_exception(e)
-
-    threading.Thread(target=run, daemon=True, name="bounded-call").start()
-    try:
-        return out.result(timeout=timeout)
-    except TimeoutError:
-        if not out.done():
-            pytest.fail(f"the call did not return within {timeout} s")
-        raise
-
-
 def close_quietly(client):
     """Close ``client`` if it still can (a client whose loop died cannot)."""
 
@@ -92,12 +68,6 @@ def close_quietly(client):
     closing = threading.Thread(target=close, daemon=True)
     closing.start()
     closing.join(15)
-
-
-def failed(exc):
-    f = concurrent.futures.Future()
-    f.set_exception(exc)
-    return f
 
 
 @pytest.fixture(scope="module")

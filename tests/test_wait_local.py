@@ -4,7 +4,6 @@ import concurrent.futures
 import contextlib
 import gc
 import sys
-import threading
 import weakref
 
 import dask
@@ -13,47 +12,10 @@ import dask.bag as db
 import numpy as np
 import pytest
 from distributed import Client
+from helpers import bounded, failed, inc
+from strategies import done
 
 import unnest
-
-
-def inc(x):
-    return x + 1
-
-
-def done(value):
-    f = concurrent.futures.Future()
-    f.set_result(value)
-    return f
-
-
-def failed(exc):
-    f = concurrent.futures.Future()
-    f.set_exception(exc)
-    return f
-
-
-def bounded(fn, timeout):
-    """``fn()`` run in a daemon thread: its value or its exception, else a failure.
-
-    For calls that may hang where ``timeout=`` is not honoured (the thread
-    that would honour it is dead): the test fails instead of hanging.
-    """
-    out = concurrent.futures.Future()
-
-    def run():
-        try:
-            out.set_result(fn())
-        except BaseException as e:  # SystemExit and KeyboardInterrupt too
-            out.set_exception(e)
-
-    threading.Thread(target=run, daemon=True, name="bounded-call").start()
-    try:
-        return out.result(timeout=timeout)
-    except TimeoutError:
-        if not out.done():
-            pytest.fail(f"the call did not return within {timeout} s")
-        raise
 
 
 @pytest.fixture(autouse=True)
