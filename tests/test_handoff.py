@@ -137,3 +137,21 @@ def test_hand_off_on_command_line_cluster(cli_client):
     assert unnest.unwrap(top) == [[["bottom"]]]
     del p, top
     assert keys_left(cli_client) == []
+
+
+def opaque_producer(n):
+    """Pass the futures of ``n`` children on on purpose, in an ``unnest.opaque``."""
+    client = get_client()
+    futures = [client.submit(inc, i, pure=False) for i in range(n)]
+    return unnest.hand_off({"n": n, "later": unnest.opaque(futures)})
+
+
+def test_futures_inside_opaque_are_held_and_handed_on_as_futures(client):
+    p = client.submit(opaque_producer, 3, pure=False)
+    result = unnest.unwrap(p)
+    futures = result["later"]
+    assert result["n"] == 3 and all(isinstance(f, Future) for f in futures)
+    assert hand_off_state(client)["holds"] == 1  # held although unwrap did not look inside
+    assert unnest.unwrap(futures, client=client) == [1, 2, 3]
+    del p, result, futures
+    assert keys_left(client) == []

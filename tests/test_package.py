@@ -24,6 +24,7 @@ def test_public_names():
         "hand_off_async",
         "resolving",
         "resolves_nested",
+        "opaque",
         "__version__",
     }
     assert unnest.unwrap_or_wait is unnest.unwrap

@@ -4,7 +4,7 @@ from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 from unnest.decorators import resolves_nested, resolving
 from unnest.handoff import hand_off, hand_off_async
 from unnest.resolve import unwrap, unwrap_async, unwrap_or_wait
-from unnest.traverse import register_container
+from unnest.traverse import opaque, register_container
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "__version__",
     "hand_off",
     "hand_off_async",
+    "opaque",
     "register_container",
     "resolves_nested",
     "resolving",

@@ -33,9 +33,9 @@ import dataclasses
 import sys
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
-__all__ = ["register_container"]
+__all__ = ["opaque", "register_container"]
 
 T = TypeVar("T")
 
@@ -56,12 +56,66 @@ LEAF = None
 FUTURE = "future"  # distributed.Future
 CFUTURE = "concurrent"  # concurrent.futures.Future
 COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
+OPAQUE = "opaque"  # unnest.opaque: replaced by what it wraps, never entered
 
 _registry: dict[type, Container] = {}
 _kinds: dict[type, Any] = {}  # static types -> kind
 _heap_kinds: dict[int, tuple[Any, weakref.ref[type]]] = {}  # id(heap type) -> kind, ref
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _MISSING = object()
+
+
+class opaque(Generic[T]):
+    """A value that :func:`unnest.unwrap` hands on as it is, without looking inside.
+
+    ``unwrap`` (and the functions wrapped by :func:`unnest.resolving` and
+    :func:`unnest.resolves_nested`) replace an ``opaque`` with the very object
+    it wraps; placeholders inside are left as they are. This is how a task
+    receives futures on purpose: to use ``as_completed`` on them, or to hand
+    them on. :func:`unnest.hand_off` still holds the futures inside, so they
+    outlive the task that returns them.
+
+    Parameters
+    ----------
+    obj : object
+        The value to pass through untouched.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import unnest
+    >>> @dask.delayed
+    ... def inc(x):
+    ...     return x + 1
+    >>> pending = [inc(1), inc(2)]
+    >>> unnest.unwrap({"values": pending, "as_is": unnest.opaque(pending)})["values"]
+    [2, 3]
+    >>> unnest.unwrap({"values": pending, "as_is": unnest.opaque(pending)})["as_is"] is pending
+    True
+    >>> unnest.opaque([1, 2])
+    opaque([1, 2])
+    """
+
+    __slots__ = ("obj",)
+
+    obj: T
+
+    def __init__(self, obj: T) -> None:
+        self.obj = obj
+
+    def __repr__(self) -> str:
+        return f"opaque({self.obj!r})"
+
+    def __eq__(self, other: object) -> Any:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.obj is other.obj or self.obj == other.obj  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.obj)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.obj,)
 
 
 def _index_label(obj: Any, i: int) -> str:
@@ -156,6 +210,8 @@ def kind_of(tp: type) -> Any:
 def _classify(tp: type) -> Any:
     if tp in _registry:
         return _registry[tp]
+    if issubclass(tp, opaque):
+        return OPAQUE
     # A Future instance can only exist once distributed is imported, so this
     # check never imports it (import time matters to users of unnest).
     dist = sys.modules.get("distributed.client")
@@ -356,8 +412,9 @@ def placeholders(obj: Any, kinds: tuple[Any, ...]) -> list[Any]:
     """Every element of ``obj`` whose kind is in ``kinds``, without resolving.
 
     The same registry and classification as the resolver's walk; placeholders
-    are not looked into. Each container is visited once (shared or cyclic
-    references are fine).
+    are not looked into, :class:`opaque` wrappers are (``hand_off`` must hold
+    the futures a task passes on in them). Each container is visited once
+    (shared or cyclic references are fine).
     """
     found = []
     seen: set[int] = set()
@@ -368,7 +425,9 @@ def placeholders(obj: Any, kinds: tuple[Any, ...]) -> list[Any]:
         if kind is LEAF:
             continue
         if not isinstance(kind, Container):
-            if kind in kinds:
+            if kind is OPAQUE:
+                stack.append(item.obj)
+            elif kind in kinds:
                 found.append(item)
             continue
         if id(item) in seen:
