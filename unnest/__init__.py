@@ -1,5 +1,6 @@
 """unnest: resolve Dask futures within futures, to any depth, without polling."""
 
+from unnest import _models  # noqa: F401  (pydantic and attrs support, set up lazily)
 from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 from unnest.decorators import resolves_nested, resolving
 from unnest.handoff import hand_off, hand_off_async

@@ -10,7 +10,10 @@ nothing else, so there is exactly one notion of "what is inside what".
 
 Built in: list, tuple, namedtuple, dict (and subclasses such as OrderedDict,
 defaultdict and Counter), set, frozenset, collections.deque and dataclass
-instances. Teach unnest a type of your own with :func:`register_container`.
+instances; pydantic models and attrs classes once their library is imported
+(:mod:`unnest._models`, registered with :func:`register_lazy`). Teach unnest a
+type of your own with :func:`register_container`; yours wins over the
+built-in support.
 
 Lookups are cached per type, so the walker pays one dict lookup per element,
 and the cache never keeps a type alive: types made at run time (namedtuple and
@@ -31,6 +34,7 @@ import copy
 import copyreg
 import dataclasses
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -59,6 +63,16 @@ COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
 OPAQUE = "opaque"  # unnest.opaque: replaced by what it wraps, never entered
 
 _registry: dict[type, Container] = {}
+# Support for optional libraries (pydantic, attrs; see unnest._models), set up
+# by the first classification that finds the library imported -- none of its
+# classes can exist before -- so importing unnest imports neither. Module name
+# -> the function that registers the support (dask's Dispatch.register_lazy,
+# keyed on sys.modules because attrs classes have no common base class).
+_lazy: dict[str, Callable[[], None]] = {}
+_lazy_lock = threading.Lock()
+# Containers recognised by a test on the type rather than by a base class
+# (attrs classes), consulted after the registry.
+_tests: list[tuple[Callable[[type], bool], Container]] = []
 _kinds: dict[type, Any] = {}  # static types -> kind
 _heap_kinds: dict[int, tuple[Any, weakref.ref[type]]] = {}  # id(heap type) -> kind, ref
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
@@ -185,6 +199,38 @@ def register_container(
     return register(flatten)
 
 
+def register_lazy(module: str, register: Callable[[], None]) -> None:
+    """Call ``register()`` once ``module`` is imported, before classifying a type."""
+    _lazy[module] = register
+    _kinds.clear()
+    _heap_kinds.clear()
+
+
+def register_builtin(cls: type | Callable[[type], bool], container: Container) -> None:
+    """Built-in support for ``cls`` (or the types passing a test), below the user's.
+
+    A class the user registered already keeps the user's container.
+    """
+    if isinstance(cls, type):
+        _registry.setdefault(cls, container)
+    else:
+        _tests.append((cls, container))
+    _kinds.clear()
+    _heap_kinds.clear()
+
+
+def _load_lazy() -> None:
+    with _lazy_lock:
+        for module in list(_lazy):
+            if module in sys.modules:
+                try:
+                    _lazy[module]()
+                finally:
+                    # Removed only now: a thread classifying meanwhile waits
+                    # for the lock rather than seeing a half-made registry.
+                    del _lazy[module]
+
+
 def kind_of(tp: type) -> Any:
     """What the walker does with instances of ``tp`` (cached, see above)."""
     try:
@@ -208,6 +254,8 @@ def kind_of(tp: type) -> Any:
 
 
 def _classify(tp: type) -> Any:
+    if _lazy:
+        _load_lazy()
     if tp in _registry:
         return _registry[tp]
     if issubclass(tp, opaque):
@@ -230,6 +278,9 @@ def _classify(tp: type) -> Any:
     for base in tp.__mro__[1:]:
         if base in _registry:
             return _registry[base]
+    for test, container in _tests:
+        if test(tp):
+            return container
     return LEAF
 
 
