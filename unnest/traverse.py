@@ -84,10 +84,11 @@ class opaque(Generic[T]):
 
     ``unwrap`` (and the functions wrapped by :func:`unnest.resolving` and
     :func:`unnest.resolves_nested`) replace an ``opaque`` with the very object
-    it wraps; placeholders inside are left as they are. This is how a task
-    receives futures on purpose: to use ``as_completed`` on them, or to hand
-    them on. :func:`unnest.hand_off` still holds the futures inside, so they
-    outlive the task that returns them.
+    it wraps; placeholders inside are left as they are. This is how a
+    structure carries futures on purpose: to hand them on, or to wait on them
+    your own way. :func:`unnest.hand_off` still holds the futures inside, so
+    they outlive the task that returns them. (Futures that reach a task
+    inside any object arrive there unbound: ``unwrap`` them in the task.)
 
     Parameters
     ----------
