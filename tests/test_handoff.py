@@ -241,3 +241,21 @@ def test_a_released_carrier_is_named_not_a_missing_hand_off(client):
 def test_handoff_unavailable_is_public():
     assert issubclass(unnest.HandOffUnavailable, RuntimeError)
     assert "HandOffUnavailable" in unnest.__all__
+
+
+def opaque_producer(n):
+    """Pass the futures of ``n`` children on on purpose, in an ``unnest.opaque``."""
+    client = get_client()
+    futures = [client.submit(inc, i, pure=False) for i in range(n)]
+    return unnest.hand_off({"n": n, "later": unnest.opaque(futures)})
+
+
+def test_futures_inside_opaque_are_held_and_handed_on_as_futures(client):
+    p = client.submit(opaque_producer, 3, pure=False)
+    result = unnest.unwrap(p)
+    futures = result["later"]
+    assert result["n"] == 3 and all(isinstance(f, Future) for f in futures)
+    assert hand_off_state(client)["holds"] == 1  # held although unwrap did not look inside
+    assert unnest.unwrap(futures, client=client) == [1, 2, 3]
+    del p, result, futures
+    assert keys_left(client) == []

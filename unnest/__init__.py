@@ -1,10 +1,11 @@
 """unnest: resolve Dask futures within futures, to any depth, without polling."""
 
+from unnest import _models  # noqa: F401  (pydantic and attrs support, set up lazily)
 from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 from unnest.decorators import resolves_nested, resolving
 from unnest.handoff import hand_off, hand_off_async
 from unnest.resolve import unwrap, unwrap_async, unwrap_or_wait
-from unnest.traverse import register_container
+from unnest.traverse import opaque, register_container
 
 __version__ = "0.1.0"
 
@@ -14,6 +15,7 @@ __all__ = [
     "__version__",
     "hand_off",
     "hand_off_async",
+    "opaque",
     "register_container",
     "resolves_nested",
     "resolving",

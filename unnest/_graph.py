@@ -10,7 +10,8 @@ The walk sorts every element of a structure into one of three outcomes:
 
 * ``SAME``: nothing inside to resolve; the object is reused as is;
 * a new value: something inside was already resolved, the container was
-  rebuilt (only containers on the path to a change are ever copied);
+  rebuilt (only containers on the path to a change are ever copied); or an
+  :class:`unnest.opaque`, replaced by the object it wraps (never entered);
 * a pending :class:`Node`: something inside is still waiting.
 
 Invariants
@@ -48,7 +49,16 @@ from collections.abc import Callable
 from typing import Any
 
 from unnest._exceptions import add_note, flatten_error, rebuild_error
-from unnest.traverse import CFUTURE, COLLECTION, FUTURE, LEAF, Container, _kinds, kind_of
+from unnest.traverse import (
+    CFUTURE,
+    COLLECTION,
+    FUTURE,
+    LEAF,
+    OPAQUE,
+    Container,
+    _kinds,
+    kind_of,
+)
 
 SAME = object()  # outcome: nothing inside to resolve
 _MISS = object()  # a type not classified yet
@@ -396,6 +406,8 @@ class Graph:
         return "".join(parts)
 
     def _placeholder(self, obj: Any, kind: Any, parent: Node, pidx: int, stack: Any) -> Any:
+        if kind is OPAQUE:
+            return obj.obj  # a new value: what it wraps, not looked into
         if kind is COLLECTION:
             # dask.is_dask_collection, without importing dask for other types.
             try:

@@ -10,7 +10,10 @@ nothing else, so there is exactly one notion of "what is inside what".
 
 Built in: list, tuple, namedtuple, dict (and subclasses such as OrderedDict,
 defaultdict and Counter), set, frozenset, collections.deque and dataclass
-instances. Teach unnest a type of your own with :func:`register_container`.
+instances; pydantic models and attrs classes once their library is imported
+(:mod:`unnest._models`, registered with :func:`register_lazy`). Teach unnest a
+type of your own with :func:`register_container`; yours wins over the
+built-in support.
 
 Lookups are cached per type, so the walker pays one dict lookup per element,
 and the cache never keeps a type alive: types made at run time (namedtuple and
@@ -31,11 +34,12 @@ import copy
 import copyreg
 import dataclasses
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
-__all__ = ["register_container"]
+__all__ = ["opaque", "register_container"]
 
 T = TypeVar("T")
 
@@ -56,12 +60,77 @@ LEAF = None
 FUTURE = "future"  # distributed.Future
 CFUTURE = "concurrent"  # concurrent.futures.Future
 COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
+OPAQUE = "opaque"  # unnest.opaque: replaced by what it wraps, never entered
 
 _registry: dict[type, Container] = {}
+# Support for optional libraries (pydantic, attrs; see unnest._models), set up
+# by the first classification that finds the library imported -- none of its
+# classes can exist before -- so importing unnest imports neither. Module name
+# -> the function that registers the support (dask's Dispatch.register_lazy,
+# keyed on sys.modules because attrs classes have no common base class).
+_lazy: dict[str, Callable[[], None]] = {}
+_lazy_lock = threading.Lock()
+# Containers recognised by a test on the type rather than by a base class
+# (attrs classes), consulted after the registry.
+_tests: list[tuple[Callable[[type], bool], Container]] = []
 _kinds: dict[type, Any] = {}  # static types -> kind
 _heap_kinds: dict[int, tuple[Any, weakref.ref[type]]] = {}  # id(heap type) -> kind, ref
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _MISSING = object()
+
+
+class opaque(Generic[T]):
+    """A value that :func:`unnest.unwrap` hands on as it is, without looking inside.
+
+    ``unwrap`` (and the functions wrapped by :func:`unnest.resolving` and
+    :func:`unnest.resolves_nested`) replace an ``opaque`` with the very object
+    it wraps; placeholders inside are left as they are. This is how a
+    structure carries futures on purpose: to hand them on, or to wait on them
+    your own way. :func:`unnest.hand_off` still holds the futures inside, so
+    they outlive the task that returns them. (Futures that reach a task
+    inside any object arrive there unbound: ``unwrap`` them in the task.)
+
+    Parameters
+    ----------
+    obj : object
+        The value to pass through untouched.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import unnest
+    >>> @dask.delayed
+    ... def inc(x):
+    ...     return x + 1
+    >>> pending = [inc(1), inc(2)]
+    >>> unnest.unwrap({"values": pending, "as_is": unnest.opaque(pending)})["values"]
+    [2, 3]
+    >>> unnest.unwrap({"values": pending, "as_is": unnest.opaque(pending)})["as_is"] is pending
+    True
+    >>> unnest.opaque([1, 2])
+    opaque([1, 2])
+    """
+
+    __slots__ = ("obj",)
+
+    obj: T
+
+    def __init__(self, obj: T) -> None:
+        self.obj = obj
+
+    def __repr__(self) -> str:
+        return f"opaque({self.obj!r})"
+
+    def __eq__(self, other: object) -> Any:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.obj is other.obj or self.obj == other.obj  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.obj)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.obj,)
 
 
 def _index_label(obj: Any, i: int) -> str:
@@ -131,6 +200,38 @@ def register_container(
     return register(flatten)
 
 
+def register_lazy(module: str, register: Callable[[], None]) -> None:
+    """Call ``register()`` once ``module`` is imported, before classifying a type."""
+    _lazy[module] = register
+    _kinds.clear()
+    _heap_kinds.clear()
+
+
+def register_builtin(cls: type | Callable[[type], bool], container: Container) -> None:
+    """Built-in support for ``cls`` (or the types passing a test), below the user's.
+
+    A class the user registered already keeps the user's container.
+    """
+    if isinstance(cls, type):
+        _registry.setdefault(cls, container)
+    else:
+        _tests.append((cls, container))
+    _kinds.clear()
+    _heap_kinds.clear()
+
+
+def _load_lazy() -> None:
+    with _lazy_lock:
+        for module in list(_lazy):
+            if module in sys.modules:
+                try:
+                    _lazy[module]()
+                finally:
+                    # Removed only now: a thread classifying meanwhile waits
+                    # for the lock rather than seeing a half-made registry.
+                    del _lazy[module]
+
+
 def kind_of(tp: type) -> Any:
     """What the walker does with instances of ``tp`` (cached, see above)."""
     try:
@@ -154,8 +255,12 @@ def kind_of(tp: type) -> Any:
 
 
 def _classify(tp: type) -> Any:
+    if _lazy:
+        _load_lazy()
     if tp in _registry:
         return _registry[tp]
+    if issubclass(tp, opaque):
+        return OPAQUE
     # A Future instance can only exist once distributed is imported, so this
     # check never imports it (import time matters to users of unnest).
     dist = sys.modules.get("distributed.client")
@@ -174,6 +279,9 @@ def _classify(tp: type) -> Any:
     for base in tp.__mro__[1:]:
         if base in _registry:
             return _registry[base]
+    for test, container in _tests:
+        if test(tp):
+            return container
     return LEAF
 
 
@@ -356,8 +464,9 @@ def placeholders(obj: Any, kinds: tuple[Any, ...]) -> list[Any]:
     """Every element of ``obj`` whose kind is in ``kinds``, without resolving.
 
     The same registry and classification as the resolver's walk; placeholders
-    are not looked into. Each container is visited once (shared or cyclic
-    references are fine).
+    are not looked into, :class:`opaque` wrappers are (``hand_off`` must hold
+    the futures a task passes on in them). Each container is visited once
+    (shared or cyclic references are fine).
     """
     found = []
     seen: set[int] = set()
@@ -368,7 +477,9 @@ def placeholders(obj: Any, kinds: tuple[Any, ...]) -> list[Any]:
         if kind is LEAF:
             continue
         if not isinstance(kind, Container):
-            if kind in kinds:
+            if kind is OPAQUE:
+                stack.append(item.obj)
+            elif kind in kinds:
                 found.append(item)
             continue
         if id(item) in seen:

@@ -1,0 +1,59 @@
+"""The versions unnest claims, tested: ``nox -s tests-floor tests-latest``.
+
+``tests-floor`` pins dask and distributed to the floor that setup.cfg
+declares (read from there, so the two cannot drift) and runs the core suite;
+``tests-latest`` takes the newest releases and runs the whole suite. Each
+session builds a fresh virtualenv with the interpreter nox runs under.
+"""
+
+import configparser
+import re
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests-floor", "tests-latest"]
+
+ROOT = Path(__file__).parent
+
+# Everything but the demo, notebook, benchmark and reliability runs: the
+# walk, the engines, the decorators and the hand-off.
+CORE = [
+    "tests/test_traverse.py",
+    "tests/test_models.py",
+    "tests/test_graph.py",
+    "tests/test_resolve.py",
+    "tests/test_decorators.py",
+    "tests/test_handoff.py",
+    "tests/test_wait_local.py",
+    "tests/test_wait_distributed.py",
+]
+
+
+def floor_pins() -> list[str]:
+    """``dask==X``, ``distributed==Y``: the ``>=`` floors of setup.cfg's install_requires."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    pins = []
+    for line in config["options"]["install_requires"].split("\n"):
+        match = re.fullmatch(r"\s*(dask|distributed)>=([\w.]+)\s*", line)
+        if match:
+            pins.append(f"{match[1]}=={match[2]}")
+    assert len(pins) == 2, f"no dask/distributed floors in setup.cfg: {pins}"
+    return pins
+
+
+@nox.session(name="tests-floor")
+def tests_floor(session: nox.Session) -> None:
+    """The core suite on the oldest dask and distributed unnest declares."""
+    session.install("-e", ".[test]", *floor_pins())
+    session.run("python", "-c", "import dask, distributed; print(dask.__version__)")
+    session.run("python", "-m", "pytest", *CORE, *session.posargs)
+
+
+@nox.session(name="tests-latest")
+def tests_latest(session: nox.Session) -> None:
+    """The whole suite on the newest dask and distributed."""
+    session.install("--upgrade", "-e", ".[test]", "dask", "distributed")
+    session.run("python", "-c", "import dask, distributed; print(dask.__version__)")
+    session.run("python", "-m", "pytest", *session.posargs)

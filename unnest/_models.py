@@ -1,0 +1,177 @@
+"""pydantic models and attrs classes, walked like dataclasses, with no registration.
+
+Registered lazily (:func:`unnest.traverse.register_lazy`): the support for a
+library is set up by the first classification that finds it imported, so
+importing unnest imports neither pydantic nor attrs, and a model class made
+at any time is walked. A user's own ``register_container`` for such a class
+(or for a base class of it) wins over this.
+
+What is walked: a pydantic ``BaseModel``'s fields and its extra values
+(``extra="allow"``); an attrs class's fields, ``init=False`` ones too (a
+field that was never assigned is skipped). pydantic dataclasses are
+dataclasses and take the dataclass path of :mod:`unnest.traverse`.
+
+Rebuilding runs none of the class's code -- no ``__init__``, validator,
+``__attrs_post_init__``, ``on_setattr`` hook, ``__getattribute__`` or
+property: a blank instance from the first built-in base's ``__new__`` gets the
+original's state, read and written where it is stored (the instance
+``__dict__`` or the slot), with the changed fields replaced. So a pydantic
+model keeps its private attributes (a shallow copy of them),
+``model_fields_set`` (a field unset in the input stays unset), the values of
+its default-factory fields and its frozen-ness; validators are not run on the
+resolved values (the values the model was validated with were placeholders).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from unnest.traverse import Container, register_builtin, register_lazy
+
+_MISSING = object()
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+
+
+def _slot(cls: type, name: str) -> Any:
+    """The slot descriptor that stores ``name`` on ``cls``'s instances, or None.
+
+    Looked up past properties or other descriptors of the same name.
+    """
+    for klass in cls.__mro__:
+        found = vars(klass).get(name)
+        if type(found) is types.MemberDescriptorType:
+            return found
+    return None
+
+
+def _read(obj: Any, name: str) -> Any:
+    """``obj.name`` as stored (slot or ``__dict__``), or ``_MISSING``."""
+    slot = _slot(type(obj), name)
+    try:
+        if slot is not None:
+            return slot.__get__(obj, type(obj))
+        return object.__getattribute__(obj, "__dict__")[name]
+    except (AttributeError, KeyError):
+        return _MISSING
+
+
+def _blank(cls: type) -> Any:
+    """An instance of ``cls`` made by its first built-in base's ``__new__``."""
+    for base in cls.__mro__:
+        if not base.__flags__ & _HEAPTYPE:
+            return base.__new__(cls)  # type: ignore[call-overload]
+    raise TypeError(f"{cls.__name__} has no built-in base")  # pragma: no cover
+
+
+def _copy(obj: Any, changes: dict[str, Any]) -> Any:
+    """A copy of ``obj`` made without its code, with ``changes`` to its attributes."""
+    cls = type(obj)
+    new = _blank(cls)
+    try:
+        state = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        state = None  # slots only
+    if state is not None:
+        object.__setattr__(new, "__dict__", dict(state))
+    seen = set()
+    for klass in cls.__mro__:
+        for name, found in vars(klass).items():
+            if type(found) is types.MemberDescriptorType and name not in seen:
+                seen.add(name)
+                with contextlib.suppress(AttributeError):  # an unset slot stays unset
+                    found.__set__(new, found.__get__(obj, cls))
+    for name, value in changes.items():
+        slot = _slot(cls, name)
+        if slot is not None:
+            slot.__set__(new, value)
+        else:
+            object.__getattribute__(new, "__dict__")[name] = value
+    return new
+
+
+# pydantic ---------------------------------------------------------------------
+
+
+def _register_pydantic() -> None:
+    import pydantic
+
+    if int(pydantic.VERSION.split(".")[0]) < 2:
+        return  # pydantic 1 models are leaves
+    from pydantic import BaseModel
+
+    extra_slot = vars(BaseModel)["__pydantic_extra__"]
+    fields_set_slot = vars(BaseModel)["__pydantic_fields_set__"]
+    private_slot = vars(BaseModel)["__pydantic_private__"]
+
+    def fields(obj: Any) -> tuple[list[str], dict[str, Any], dict[str, Any] | None]:
+        state = object.__getattribute__(obj, "__dict__")
+        names = [name for name in type(obj).model_fields if name in state]
+        try:
+            extra = extra_slot.__get__(obj)
+        except AttributeError:
+            extra = None
+        return names, state, extra if type(extra) is dict else None
+
+    def flatten(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+        names, state, extra = fields(obj)
+        children = [state[name] for name in names]
+        if extra:
+            children += extra.values()
+        n = len(names)
+
+        def rebuild(values: list[Any]) -> Any:
+            new = _copy(obj, {})
+            object.__getattribute__(new, "__dict__").update(zip(names, values[:n]))
+            if extra:
+                extra_slot.__set__(new, dict(zip(extra, values[n:])))
+            for slot in (fields_set_slot, private_slot):
+                try:
+                    value = slot.__get__(new)
+                except AttributeError:
+                    continue
+                if isinstance(value, (set, dict)):
+                    slot.__set__(new, value.copy())  # not shared with the input
+            return new
+
+        return children, rebuild
+
+    def label(obj: Any, i: int) -> str:
+        names, _, extra = fields(obj)
+        if i < len(names):
+            return f".{names[i]}"
+        key = list(extra or ())[i - len(names)]
+        return f".{key}" if str(key).isidentifier() else f".model_extra[{key!r}]"
+
+    register_builtin(BaseModel, Container(flatten, label))
+
+
+# attrs ------------------------------------------------------------------------
+
+
+def _register_attrs() -> None:
+    import attr
+
+    def present(obj: Any) -> tuple[list[str], list[Any]]:
+        names, values = [], []
+        for field in attr.fields(type(obj)):
+            value = _read(obj, field.name)
+            if value is not _MISSING:
+                names.append(field.name)
+                values.append(value)
+        return names, values
+
+    def flatten(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+        names, values = present(obj)
+        return values, lambda new: _copy(obj, dict(zip(names, new)))
+
+    def label(obj: Any, i: int) -> str:
+        return f".{present(obj)[0][i]}"
+
+    register_builtin(attr.has, Container(flatten, label))
+
+
+register_lazy("pydantic", _register_pydantic)
+register_lazy("attr", _register_attrs)
