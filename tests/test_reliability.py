@@ -49,6 +49,29 @@ def test_worker_killed_while_inner_futures_compute(fault_cluster):
         assert outcome.result(timeout=120) == {"p": list(range(8))}
 
 
+def hand_off_finished_children(n):
+    client = get_client()
+    children = [client.submit(inc, i, pure=False) for i in range(n)]
+    wait(children)
+    return unnest.hand_off(children)
+
+
+def test_a_carrier_recomputed_after_its_worker_died_is_named(fault_cluster):
+    scheduler_file, _, _ = fault_cluster
+    with Client(scheduler_file=scheduler_file) as client:
+        p = client.submit(hand_off_finished_children, 3, pure=False)
+        old = p.result()  # the first run's children, as a consumer got them
+        (carrier_worker,) = client.who_has(p)[p.key]
+        os.kill(worker_pid(client, carrier_worker), signal.SIGKILL)
+        # The scheduler recomputes the carrier, which hands off new children;
+        # the first run's hold ends with it.
+        assert unnest.unwrap(p, timeout=60) == [1, 2, 3]
+        with pytest.raises(unnest.ForgottenFutureError) as info:
+            unnest.unwrap(old, client=client, timeout=30)
+        message = str(info.value)
+        assert "recomputed" in message and "Unwrap the outer future again" in message
+
+
 def test_only_copy_of_data_lost_is_a_fast_clear_error(fault_cluster):
     scheduler_file, _, _ = fault_cluster
     with Client(scheduler_file=scheduler_file) as client:
