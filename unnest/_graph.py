@@ -300,8 +300,18 @@ class Graph:
                 else:
                     frame.index = i
                     out = self._placeholder(child, kind, parent, pidx, stack)
-                if out is not SAME:
-                    _record(frame, i - 1, out)
+                # _record, inlined: this is the walk's hot path.
+                if out is SAME:
+                    continue
+                if type(out) is Node:
+                    if frame.pending is None:
+                        frame.pending = [(i - 1, out)]
+                    else:
+                        frame.pending.append((i - 1, out))
+                elif frame.changes is None:
+                    frame.changes = [(i - 1, out)]
+                else:
+                    frame.changes.append((i - 1, out))
             frame.index = i
             if descend is not None:
                 if memoize:
@@ -419,12 +429,16 @@ class Graph:
         if kind is FUTURE:
             # A key's identity in a client is its FutureState: a stale future
             # of a key that was cancelled and submitted again has its own.
-            state = obj._state
-            identity = (obj.key, id(state) if state is not None else None)
-            node = self.by_key.get(identity)
+            # Keyed by the key alone while one state is met (the rule), by
+            # (key, state) for the others.
+            key = obj.key
+            node = self.by_key.get(key)
+            if node is not None and node.obj._state is not obj._state:
+                key = (key, id(obj._state))
+                node = self.by_key.get(key)
             if node is not None:
                 return self._pending_again(node, parent, pidx, stack)
-            node = self.by_key[identity] = Node(obj, kind, None, [None], 1)
+            node = self.by_key[key] = Node(obj, kind, None, [None], 1)
         else:
             hit = self.memo.get(id(obj))
             if hit is not None:
