@@ -187,6 +187,25 @@ class TaskGroup:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _submit(
+    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+) -> tuple[concurrent.futures.Future[Any], concurrent.futures.Future[None]]:
+    """Run ``coro`` on ``loop`` (another thread's).
+
+    Returns its future, and a future that is done once ``coro`` has ended
+    -- cleanup included, even when cancelling made the first one done early.
+    """
+    finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def main() -> Any:
+        try:
+            return await coro
+        finally:
+            finished.set_result(None)
+
+    return asyncio.run_coroutine_threadsafe(main(), loop), finished
+
+
 def run_blocking(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
     """Run ``coro`` on ``loop`` (another thread's) and block for its result.
 
@@ -194,21 +213,13 @@ def run_blocking(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
     raised in this thread), ``coro`` is cancelled and its cleanup awaited for
     up to :data:`CLEANUP_WAIT` seconds before the interrupt propagates.
     """
-    finished = threading.Event()
-
-    async def main() -> Any:
-        try:
-            return await coro
-        finally:
-            finished.set()
-
-    future = asyncio.run_coroutine_threadsafe(main(), loop)
+    future, finished = _submit(coro, loop)
     try:
         return future.result()
     except BaseException:
         if not future.done():
             future.cancel()
-            finished.wait(CLEANUP_WAIT)
+            concurrent.futures.wait([finished], CLEANUP_WAIT)
         raise
 
 
@@ -219,15 +230,7 @@ async def run_elsewhere(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEv
     cleanup awaited for up to :data:`CLEANUP_WAIT` seconds before the
     cancellation propagates.
     """
-    finished: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    async def main() -> Any:
-        try:
-            return await coro
-        finally:
-            finished.set_result(None)
-
-    future = asyncio.run_coroutine_threadsafe(main(), loop)
+    future, finished = _submit(coro, loop)
     try:
         return await asyncio.wrap_future(future)
     except asyncio.CancelledError:
