@@ -18,7 +18,10 @@ DRAINED = "unnest-test-drained"
 
 
 class Drained(SchedulerPlugin):
-    """Sets an event whenever the scheduler holds no task at all."""
+    """Sets an event whenever the scheduler holds no task at all.
+
+    Also remembers the keys it has seen forgotten, for :func:`wait_forgotten`.
+    """
 
     name = DRAINED
     idempotent = True
@@ -26,14 +29,18 @@ class Drained(SchedulerPlugin):
     async def start(self, scheduler):
         self.scheduler = scheduler
         self.event = asyncio.Event()
+        self.forgotten = set()
+        self.changed = asyncio.Event()
         self.check()
 
     def transition(self, key, start, finish, *args, **kwargs):
         if finish == "forgotten":
+            self.forgotten.add(key)
             # Called inside the transition: look once it has completed.
             asyncio.get_running_loop().call_soon(self.check)
 
     def check(self):
+        self.changed.set()
         if self.scheduler.tasks:
             self.event.clear()
         else:
@@ -56,6 +63,38 @@ def keys_left(client, timeout=10):
     """
     client.register_plugin(Drained(), name=DRAINED)
     return client.run_on_scheduler(_wait_drained, timeout=timeout)
+
+
+def watch_forgotten(client):
+    """Start remembering forgotten keys; call before the keys are made."""
+    client.register_plugin(Drained(), name=DRAINED)
+
+
+def wait_forgotten(client, keys, timeout=10):
+    """Wait until the scheduler has forgotten every one of ``keys``.
+
+    A drained scheduler is not enough: a task's worker-client children reach
+    the scheduler on another connection than the task's own result, so there
+    can be a moment with no task at all before they arrive. Needs
+    :func:`watch_forgotten` first. Returns the keys still known.
+    """
+    return client.run_on_scheduler(_wait_forgotten, keys=list(keys), timeout=timeout)
+
+
+async def _wait_forgotten(dask_scheduler, keys, timeout):
+    plugin = dask_scheduler.plugins[DRAINED]
+
+    def left():
+        return [k for k in keys if k not in plugin.forgotten or k in dask_scheduler.tasks]
+
+    async def wait():
+        while left():
+            plugin.changed.clear()
+            await plugin.changed.wait()
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(wait(), timeout)
+    return sorted(map(str, left()))
 
 
 # -- Tasks ------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import dask
 import pytest
 from distributed import Client, Event, Future, get_client, wait
 from distributed.client import FutureCancelledError
-from helpers import in_thread, inc, keys_left
+from helpers import in_thread, inc, keys_left, wait_forgotten, watch_forgotten
 
 import unnest
 from unnest.handoff import hand_off_state
@@ -227,10 +227,12 @@ def test_a_pure_key_forgotten_once_and_submitted_again_is_waited_for(client):
 
 @pytest.mark.timeout(60)
 def test_a_released_carrier_is_named_not_a_missing_hand_off(client):
+    watch_forgotten(client)
     p = client.submit(producer, 3, True, pure=False)
     raw = p.result()
     del p
-    assert keys_left(client) == []  # the carrier, and the children with it, are gone
+    # The carrier, and the children with it, are gone.
+    assert wait_forgotten(client, [f.key for f in raw["xs"]]) == []
     with pytest.raises(unnest.ForgottenFutureError) as info:
         unnest.unwrap(raw, client=client, timeout=20)
     message = str(info.value)

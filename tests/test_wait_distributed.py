@@ -11,7 +11,7 @@ import dask.bag as db
 import numpy as np
 import pytest
 from distributed import Client, Future, LocalCluster, get_client
-from helpers import bounded, failed, inc, keys_left
+from helpers import bounded, failed, inc, wait_forgotten, watch_forgotten
 
 import unnest
 
@@ -149,10 +149,11 @@ def test_a_failing_scheduler_request_fails_the_call_promptly(client):
 
 def _forgotten_children(client, start, n):
     """The unbound futures a producer returned, whose children are forgotten now."""
+    watch_forgotten(client)
     producer = client.submit(produce_bare, start, n, pure=False)
     raw = producer.result()
     del producer  # its worker drops the children's last references
-    assert keys_left(client) == []
+    assert wait_forgotten(client, [f.key for f in raw]) == []
     return raw
 
 
