@@ -69,7 +69,13 @@ PENDING, DONE, FAILED = "pending", "done", "failed"
 
 
 class Node:
-    """A container, placeholder or root whose value is not known yet."""
+    """A container, placeholder or root whose value is not known yet.
+
+    Lean, because a call holds one per pending container and placeholder and
+    the garbage collector scans them all: the first parent is two slots (most
+    nodes have one), further parents a list; a placeholder (and the root)
+    has no ``values`` list, its value goes to ``value``.
+    """
 
     __slots__ = (
         "carrier",
@@ -77,7 +83,9 @@ class Node:
         "kind",
         "npending",
         "obj",
-        "parents",
+        "others",
+        "parent",
+        "pidx",
         "rebuild",
         "since",
         "state",
@@ -85,13 +93,17 @@ class Node:
         "values",
     )
 
-    def __init__(self, obj: Any, kind: Any, rebuild: Any, values: list[Any], npending: int):
+    def __init__(
+        self, obj: Any, kind: Any, rebuild: Any = None, values: Any = None, npending: int = 1
+    ):
         self.obj = obj
         self.kind = kind  # a Container, FUTURE, CFUTURE, COLLECTION or ROOT
         self.rebuild = rebuild
-        self.values = values
+        self.values: list[Any] | None = values  # a container's slots
         self.npending = npending
-        self.parents: list[tuple[Node, int]] = []
+        self.parent: Node | None = None  # where the node's value goes
+        self.pidx = 0  # ... in which slot of it
+        self.others: list[tuple[Node, int]] | None = None  # further parents
         self.state = PENDING
         self.value: Any = None  # the value (DONE) or the exception (FAILED)
         # The waiting engine's own: the distributed.Future it waits on, when
@@ -155,20 +167,38 @@ def _label(node: Node, i: int) -> str:
     return kind.label(node.obj, i)
 
 
+def attach(child: Node, parent: Node, i: int) -> None:
+    """Make slot ``i`` of ``parent`` wait for ``child``."""
+    if child.parent is None:
+        child.parent = parent
+        child.pidx = i
+    elif child.others is None:
+        child.others = [(parent, i)]
+    else:
+        child.others.append((parent, i))
+
+
+def parents(node: Node) -> list[tuple[Node, int]]:
+    """Every ``(parent, slot)`` that waits for ``node``, the first first."""
+    if node.parent is None:
+        return []
+    return [(node.parent, node.pidx), *(node.others or ())]
+
+
 def path(node: Node, i: int) -> str:
     """Where slot ``i`` of ``node`` sits in the user's structure, as Python."""
     parts = []
     seen = set()
-    while node.kind is not ROOT and id(node) not in seen and node.parents:
+    while node.kind is not ROOT and id(node) not in seen and node.parent is not None:
         seen.add(id(node))
         parts.append(_label(node, i))
-        node, i = node.parents[0]
+        node, i = node.parent, node.pidx
     return "obj" + "".join(reversed(parts))
 
 
 def where(node: Node) -> str:
     """Where a node sits in the user's structure."""
-    return path(*node.parents[0]) if node.parents else "obj"
+    return path(node.parent, node.pidx) if node.parent is not None else "obj"
 
 
 def describe(node: Node) -> str:
@@ -209,7 +239,7 @@ class Graph:
         self.memo: dict[int, tuple[Any, Any]] = {}
         self.by_key: dict[Any, Node] = {}
         self.new: list[Node] = []
-        self.root = Node(None, ROOT, None, [None], 1)
+        self.root = Node(None, ROOT)
         self.finished = False  # the root is filled; its value is root.value
         # The kinds of the types met in this call. A copy of the registry's
         # cache of static types, filled as the walk meets others: for the
@@ -234,7 +264,7 @@ class Graph:
         out = self.walk(obj, self.root, 0)
         if out is SAME or not isinstance(out, Node):
             return out
-        out.parents.append((self.root, 0))
+        attach(out, self.root, 0)
         return self.root
 
     def walk(self, obj: Any, parent: Node, pidx: int) -> Any:
@@ -260,7 +290,7 @@ class Graph:
         memo = self.memo
         hit = memo.get(id(obj))
         if hit is not None:
-            return self._memo_outcome(hit[1], obj, parent, pidx, ())
+            return self._memo_outcome(hit, obj, parent, pidx, ())
         memo[id(obj)] = (obj, _EXPANDING)
         try:
             flat = kind.flatten(obj)
@@ -296,7 +326,7 @@ class Graph:
                         descend, memoize = child, True
                         break
                     frame.index = i  # for the places named in errors
-                    out = self._memo_outcome(hit[1], child, parent, pidx, stack)
+                    out = self._memo_outcome(hit, child, parent, pidx, stack)
                 else:
                     frame.index = i
                     out = self._placeholder(child, kind, parent, pidx, stack)
@@ -346,10 +376,14 @@ class Graph:
                 out = SAME
             else:
                 out = self._finish(frame, parent, pidx, stack)
-            if frame.memoized or out is not SAME:
-                # A changed container is always remembered: a value that
-                # arrives later (a concurrent future's, in this process) may
-                # refer to it again although it had a single referrer now.
+            if type(out) is Node:
+                # A pending container is always remembered (its node keeps
+                # the object, and so its id): a value that arrives later (a
+                # concurrent future's, in this process) may refer to it
+                # again although it had a single referrer now.
+                memo[id(frame.obj)] = out
+            elif frame.memoized or out is not SAME:
+                # So is a changed one, with the object, for the same reason.
                 memo[id(frame.obj)] = (frame.obj, out)
             if not stack:
                 return out
@@ -357,7 +391,15 @@ class Graph:
                 parent_frame = stack[-1]
                 _record(parent_frame, parent_frame.index - 1, out)
 
-    def _memo_outcome(self, out: Any, obj: Any, parent: Node, pidx: int, stack: Any) -> Any:
+    def _memo_outcome(self, hit: Any, obj: Any, parent: Node, pidx: int, stack: Any) -> Any:
+        """The outcome of a container met before; ``hit`` is its memo entry.
+
+        A memo entry is a pending node (which keeps its object), or a pair of
+        the object and its outcome (``_EXPANDING``, ``SAME`` or a new value).
+        """
+        if type(hit) is Node:
+            return self._pending_again(hit, parent, pidx, stack)
+        out = hit[1]
         if out is _EXPANDING:
             # A reference back to a container we are inside of: a cycle. It is
             # fine while that container turns out to hold nothing to resolve.
@@ -365,8 +407,6 @@ class Graph:
                 if frame.obj is obj:
                     frame.cyclic = True
             return SAME
-        if isinstance(out, Node):
-            return self._pending_again(out, parent, pidx, stack)
         return out
 
     def _pending_again(self, node: Node, parent: Node, pidx: int, stack: Any) -> Any:
@@ -405,7 +445,7 @@ class Graph:
                 raise rebuild_error(obj, self._place(parent, pidx, stack), e) from e
         node = Node(obj, frame.kind, rebuild, values, len(pending))
         for i, child in pending:
-            child.parents.append((node, i))
+            attach(child, node, i)
         return node
 
     def _place(self, parent: Node, pidx: int, frames: Any) -> str:
@@ -438,13 +478,12 @@ class Graph:
                 node = self.by_key.get(key)
             if node is not None:
                 return self._pending_again(node, parent, pidx, stack)
-            node = self.by_key[key] = Node(obj, kind, None, [None], 1)
+            node = self.by_key[key] = Node(obj, kind)
         else:
             hit = self.memo.get(id(obj))
             if hit is not None:
-                return self._pending_again(hit[1], parent, pidx, stack)
-            node = Node(obj, kind, None, [None], 1)
-            self.memo[id(obj)] = (obj, node)
+                return self._pending_again(hit, parent, pidx, stack)
+            node = self.memo[id(obj)] = Node(obj, kind)
         self.new.append(node)
         self.discovered += 1
         return node
@@ -461,7 +500,7 @@ class Graph:
             return
         out = self.walk(value, node, 0)
         if isinstance(out, Node):
-            out.parents.append((node, 0))
+            attach(out, node, 0)
         else:
             self._fill(node, value if out is SAME else out)
 
@@ -493,33 +532,35 @@ class Graph:
         work: list[tuple[Node, int, Any]] | None = None
         memo = self.memo
         while True:
-            node.values[i] = value
-            node.npending -= 1
-            if not node.npending:
-                kind = node.kind
-                if type(kind) is Container:
+            kind = node.kind
+            if type(kind) is Container:
+                values = node.values
+                values[i] = value  # type: ignore[index]
+                node.npending -= 1
+                if node.npending:
+                    kind = None  # not complete yet
+                else:
                     try:
-                        value = node.rebuild(node.values)
+                        value = node.rebuild(values)
                     except Exception as e:
                         raise rebuild_error(node.obj, where(node), e) from e
                     memo[id(node.obj)] = (node.obj, value)
-                else:
-                    value = node.values[0]
-                    if kind is not ROOT:
-                        self.resolved += 1
+                    node.values = None
+            elif kind is ROOT:
+                self.finished = True
+            else:
+                self.resolved += 1
+            if kind is not None:
                 node.state = DONE
                 node.value = value
-                node.values = None  # type: ignore[assignment]
-                if kind is ROOT:
-                    self.finished = True
-                parents = node.parents
-                if len(parents) == 1:
-                    node, i = parents[0]
-                    continue
-                if parents:
+                parent = node.parent
+                if node.others is not None:
                     if work is None:
                         work = []
-                    work.extend((parent, j, value) for parent, j in parents)
+                    work.extend((p, j, value) for p, j in node.others)
+                if parent is not None:
+                    node, i = parent, node.pidx
+                    continue
             if not work:
                 return
             node, i, value = work.pop()
@@ -529,17 +570,17 @@ class Graph:
         self.memo.clear()
         self.by_key.clear()
         self.new.clear()
-        self.root = Node(None, ROOT, None, [None], 1)
+        self.root = Node(None, ROOT)
 
     def pending_placeholders(self) -> list[Node]:
         """Placeholder nodes still waiting (for the timeout message)."""
         nodes = [node for node in self.by_key.values() if node.state is PENDING]
         nodes += [
-            out
-            for _, out in self.memo.values()
-            if isinstance(out, Node) and type(out.kind) is not Container and out.state is PENDING
+            hit
+            for hit in self.memo.values()
+            if type(hit) is Node and type(hit.kind) is not Container and hit.state is PENDING
         ]
-        return [node for node in nodes if node.parents]
+        return [node for node in nodes if node.parent is not None]
 
 
 def _reaches(start: Node, target: Node) -> bool:
@@ -553,7 +594,7 @@ def _reaches(start: Node, target: Node) -> bool:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        work.extend(p for p, _ in node.parents)
+        work.extend(p for p, _ in parents(node))
     return False
 
 

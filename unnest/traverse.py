@@ -358,13 +358,20 @@ def _dict_base(cls: type) -> Any:
     return dict
 
 
+def _rebuild_dict(values: list[Any]) -> dict[Any, Any]:
+    # One function for every plain dict, not a closure each: a call keeps
+    # one rebuild per pending container, and the garbage collector scans them.
+    n = len(values) // 2
+    return dict(zip(values[:n], values[n:]))
+
+
 def _flatten_dict(obj: dict[Any, Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
     # Keys first, then values: a key that is itself resolvable is resolved too.
     keys = list(obj)
     n = len(keys)
     children = keys + list(obj.values())
     if type(obj) is dict:
-        return children, lambda values: dict(zip(values[:n], values[n:]))
+        return children, _rebuild_dict
 
     def rebuild(values: list[Any]) -> Any:
         base = _dict_base(type(obj))
