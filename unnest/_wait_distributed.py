@@ -2,9 +2,15 @@
 
 * A future that is not done yet gets one small task (in the call's task
   group) awaiting its ``FutureState`` -- the event ``Client.gather`` awaits.
-  Futures that are done are collected and fetched together by one
-  ``Client._gather`` per loop iteration: N finished futures cost one round
-  trip, not N.
+  Futures that are done are queued and fetched together: at most
+  :data:`FETCH_PARALLEL` ``Client._gather`` calls are in flight, each takes
+  up to :data:`FETCH_CHUNK` of the queued keys. N finished futures cost
+  N / FETCH_CHUNK round trips, not N; the fetch's transient memory
+  (``Client._gather`` makes a task per key) stays that of a chunk; the values
+  of one chunk are walked while the next one travels; and futures that
+  finish one by one while fetches are in flight queue up and go together
+  (so do the placeholders their values hold: see ``Call.batch``), the
+  batching adapting to the load, with no timer.
 * Collections are submitted with ``client.compute``, one call per batch that
   :func:`unnest._wait_local.batches` deems safe (shared dependencies run once).
 * Futures that are unbound (a multi-process cluster deserialises returned
@@ -44,6 +50,12 @@ from unnest._graph import PENDING, Node, where
 from unnest._runtime import CLOSED, forgotten_grace, no_gc
 from unnest._wait_local import batches
 
+# Keys per Client._gather, and how many of those run at once. Measured on
+# 100,000 finished futures (benchmarks/load.py): one gather of all keys
+# peaked at 1.8x the memory of a flat client.gather; chunks of 2,000 keys ...
+FETCH_CHUNK = 2_000
+FETCH_PARALLEL = 2
+
 
 def check_owner(future: Any, client: Any, place: str) -> None:
     """Raise a ValueError if ``future`` cannot be resolved through ``client``."""
@@ -71,10 +83,10 @@ class DistributedWaiter:
         self.client = client
         self.waiting: set[Node] = set()  # nodes whose future is not resolved yet
         self.to_fetch: list[Node] = []
+        self.fetchers = 0  # coroutines fetching from to_fetch
         self.takeovers: list[tuple[Node, Any]] = []
         self.anchors: list[Any] = []  # carriers kept until take-overs are confirmed
         self.plugin: bool | None = None  # the take-over request works
-        self.carrier: Any = None  # the key whose value is being walked, if any
 
     # -- futures ---------------------------------------------------------------
 
@@ -97,7 +109,6 @@ class DistributedWaiter:
         known = key in client.futures
         ours = type(future)(key, client)
         node.since = time.monotonic()
-        node.carrier = self.carrier
         if not known:
             # Batched: one take-over request per loop iteration.
             if not self.takeovers:
@@ -182,33 +193,49 @@ class DistributedWaiter:
     # -- fetching --------------------------------------------------------------
 
     def _fetch(self) -> None:
-        batch, self.to_fetch = self.to_fetch, []
-        self.call.group.spawn(self._gather(batch))
+        """Start fetchers for the queued futures, as many as may run."""
+        chunks = -(-len(self.to_fetch) // FETCH_CHUNK)
+        while self.fetchers < min(FETCH_PARALLEL, chunks):
+            self.fetchers += 1
+            self.call.group.spawn(self._fetcher())
+
+    async def _fetcher(self) -> None:
+        try:
+            while self.to_fetch and not self.call.ended:
+                batch = self.to_fetch[:FETCH_CHUNK]
+                del self.to_fetch[:FETCH_CHUNK]
+                await self._gather(batch)
+        finally:
+            self.fetchers -= 1
 
     async def _gather(self, batch: list[Node]) -> None:
         futures = {node.future.key: node.future for node in batch if node.future is not None}
         data = await self.client._gather(futures, errors="skip")
-        with no_gc():
+        graph = self.call.graph  # graph.new: placeholders found, handed on after the batch
+        carriers = []
+        with no_gc(), self.call.batch():
             for node in batch:
                 future = node.future
                 if future is None or node.state is not PENDING:
                     continue
                 if future._state.status == "finished" and future.key in data:
-                    anchor = future
                     self._drop(node)
-                    self.carrier = future.key
-                    try:
-                        self.call.complete(node, data[future.key])
-                    finally:
-                        self.carrier = None
-                    if self.takeovers:
-                        # Futures found in this value are being taken over:
-                        # keep the future of the value until that is confirmed.
-                        self.anchors.append(anchor)
+                    found = len(graph.new)
+                    self.call.complete(node, data[future.key])
+                    if len(graph.new) > found:
+                        # The value held placeholders: say which result they
+                        # came in, for the take-over, and keep its future.
+                        for child in graph.new[found:]:
+                            child.carrier = future.key
+                        carriers.append(future)
                     if self.call.ended:
                         return
                 else:
                     self._state_done(node)
+        if self.takeovers:
+            # Futures found in these values are being taken over: keep the
+            # futures of the values until that is confirmed.
+            self.anchors += carriers
 
     # -- taking over -------------------------------------------------------------
 

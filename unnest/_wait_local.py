@@ -90,8 +90,12 @@ class LocalWaiter:
             return
         self.draining = True
         try:
+            # The batch's end hands on what the values held, which may make
+            # more concurrent futures ready: loop until none is.
             while self.ready and not self.call.ended:
-                self._concurrent_done(*self.ready.popleft())
+                with self.call.batch():
+                    while self.ready and not self.call.ended:
+                        self._concurrent_done(*self.ready.popleft())
         finally:
             self.draining = False
 
@@ -136,8 +140,9 @@ class LocalWaiter:
             for node in batch:
                 self.call.group.spawn(self._compute([node]))
             return
-        for node, value in zip(batch, values):
-            self.call.complete(node, value)
+        with self.call.batch():
+            for node, value in zip(batch, values):
+                self.call.complete(node, value)
 
 
 async def _in_thread(func: Any, *args: Any) -> Any:

@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from unnest._exceptions import ForgottenFutureError, loop_thread_error
@@ -97,6 +98,7 @@ class Call:
         self.group = TaskGroup(self.end)
         self.remote: DistributedWaiter | None = None
         self.local = LocalWaiter(self)
+        self.batching = 0  # inside batch(): completions do not start() each
 
     # -- before running: the walk of the input -----------------------------------
 
@@ -215,10 +217,30 @@ class Call:
             self.graph.complete(node, value)
             if self.graph.finished:
                 self.end()
-            else:
+            elif not self.batching:
                 self.start()
         except BaseException as e:  # the loop must never see it
             self.end(e)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Complete several placeholders, then hand on what they revealed at once.
+
+        The engines complete a fetched chunk of futures (or a computed batch
+        of collections) inside one ``batch()``: the placeholders their values
+        contain reach the engines together -- a thousand ``Delayed`` that
+        return ``Delayed`` are submitted as one computation, not a thousand.
+        """
+        self.batching += 1
+        try:
+            yield
+        finally:
+            self.batching -= 1
+            if not self.batching and not self.ended:
+                try:
+                    self.start()
+                except BaseException as e:  # the loop must never see it
+                    self.end(e)
 
     def fail(self, node: Node, exc: BaseException) -> None:
         """A placeholder raised ``exc`` (the engines' callback)."""
