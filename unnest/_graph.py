@@ -218,6 +218,9 @@ class Graph:
         self.kinds: dict[type, Any] = _kinds.copy()
         self.discovered = 0  # placeholders found so far
         self.resolved = 0  # of which done or failed
+        # Told of every placeholder node done (value, or exception under
+        # return_exceptions), with its fully resolved value: unnest.stream.
+        self.on_done: Callable[[Node, Any], None] | None = None
 
     def _classify(self, tp: type) -> Any:
         kind = self.kinds[tp] = kind_of(tp)
@@ -507,6 +510,8 @@ class Graph:
                     value = node.values[0]
                     if kind is not ROOT:
                         self.resolved += 1
+                        if self.on_done is not None:
+                            self.on_done(node, value)
                 node.state = DONE
                 node.value = value
                 node.values = None  # type: ignore[assignment]
