@@ -71,7 +71,7 @@ def check_growing(seen, n):
     assert all(r <= d for r, d in counts)
 
 
-@pytest.mark.parametrize("api", ["unwrap"])
+@pytest.mark.parametrize("api", ["unwrap", "as_resolved"])
 def test_callable_sees_a_growing_total_and_ends_at_n_n(mp_client, api):
     name = uuid.uuid4().hex
     seen = released_on_first_report(mp_client, name)
@@ -86,7 +86,7 @@ def test_callable_sees_a_growing_total_and_ends_at_n_n(mp_client, api):
     assert {thread for _, _, thread in seen.calls} == {threading.current_thread()}
 
 
-@pytest.mark.parametrize("api", ["unwrap_async"])
+@pytest.mark.parametrize("api", ["unwrap_async", "as_resolved_async"])
 def test_async_callable_is_called_from_a_thread_of_its_own(mp_cluster, api):
     name = uuid.uuid4().hex
 
@@ -150,6 +150,8 @@ def test_progress_bar_without_tqdm_names_the_extra(no_tqdm):
     calls = [
         lambda: unnest.unwrap([done], progress=True),
         lambda: asyncio.run(unnest.unwrap_async([done], progress=True)),
+        lambda: unnest.as_resolved([done], progress=True),
+        lambda: unnest.as_resolved_async([done], progress=True),
     ]
     for call in calls:
         with pytest.raises(ImportError, match=r"unnest\[progress\]"):
@@ -166,6 +168,7 @@ def test_no_bar_for_a_fast_call(capfd):
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(lambda: [pool.submit(int, 1)]) for _ in range(5)]
         assert unnest.unwrap(futures, progress=True) == [[1]] * 5
+        assert list(unnest.as_resolved(futures, progress=True))
     assert capfd.readouterr().err == ""
 
 
