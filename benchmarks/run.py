@@ -57,6 +57,14 @@ def delayed_chain(depth, seconds):
     return delayed_chain(depth - 1, seconds)
 
 
+def spread_chain(depth, seconds):
+    """``depth + 1`` tasks of ``seconds`` each, each returning the next one's future."""
+    time.sleep(seconds)
+    if depth == 0:
+        return "end"
+    return unnest.hand_off(get_client().submit(spread_chain, depth - 1, seconds, pure=False))
+
+
 @dask.delayed
 def delayed_leaf(i):
     return dask.delayed(inc)(i)
@@ -244,6 +252,40 @@ def skewed_delayed(client, quick, repeat):
     return [Row(f"{name} — vs the critical path", statistics.median(times), critical, "≤1.25×")]
 
 
+def first_branch(client, quick, repeat):
+    step = 0.05 if quick else 0.2
+    branches = 4
+
+    def structure():
+        # Branch i is i + 1 chained tasks: they finish 1, 2, 3 and 4 steps in.
+        return {
+            f"b{i}": [client.submit(spread_chain, i, step, pure=False)] for i in range(branches)
+        }
+
+    def first_yield():
+        start = time.perf_counter()
+        first = None
+        for _ in unnest.as_resolved(structure()):  # consumed to the end, like unwrap
+            if first is None:
+                first = time.perf_counter() - start
+        return first
+
+    def whole():
+        start = time.perf_counter()
+        unnest.unwrap(structure())
+        return time.perf_counter() - start
+
+    first_yield(), whole()  # warm-up
+    ours, ref = [], []
+    for _ in range(repeat):
+        ours.append(first_yield())
+        ref.append(whole())
+    name = f"{branches} branches of 1-{branches} chained {step} s tasks"
+    name += ": first branch from `as_resolved`"
+    ours_s, ref_s = statistics.median(ours), statistics.median(ref)
+    return [Row(f"{name} — vs `unwrap` returning", ours_s, ref_s, "≤0.35×")]
+
+
 def waiting_cpu(client, quick, repeat):
     seconds = 0.5 if quick else 2.0
 
@@ -305,6 +347,7 @@ SCENARIOS = [
     finished_futures,
     future_chain,
     skewed_delayed,
+    first_branch,
     waiting_cpu,
     memory,
     delayed_leaves,
