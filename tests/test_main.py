@@ -64,6 +64,7 @@ def test_notebook_runs_clean_from_the_top():
     )
     assert "resolves_nested toy      -> 55" in outputs
     assert "deadlock" in outputs
+    assert "as_resolved yields ('A', 0) -> done" in outputs and "unwrap: every branch" in outputs
 
 
 @pytest.mark.timeout(400)
