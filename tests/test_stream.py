@@ -2,7 +2,10 @@
 
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
+import gc
+import signal
 import threading
 import uuid
 
@@ -14,6 +17,7 @@ from distributed import Client, Event, Future, LocalCluster, get_client, secede
 from helpers import DRAINED, Drained, _wait_drained, fail, inc, keys_left
 
 import unnest
+import unnest._runtime
 from unnest import Key
 
 pytestmark = pytest.mark.timeout(60)
@@ -425,3 +429,103 @@ def test_async_iterator_cancelled_while_waiting_ends_the_call(mp_cluster):
         return await held
 
     assert asynchronously(mp_cluster, test) == "held"
+
+
+# -- found by hostile use -----------------------------------------------------------
+
+
+def test_ctrl_c_while_waiting_ends_the_call_and_leaves_the_users_futures(mp_client):
+    assert threading.current_thread() is threading.main_thread()
+    tag = tagged()
+    mine = mp_client.submit(hold, f"{tag}-mine", "mine", pure=False)
+    obj = {"mine": mine, "p": mp_client.submit(hand_off_held, tag, pure=False)}
+    stream = unnest.as_resolved(obj, timeout=30)
+
+    def interrupt():
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    # Ctrl-C once unnest computes the Delayed in the producer's value.
+    when_set(mp_client, f"{tag}-later-started", interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+        assert unnest_tasks(mp_client) == []
+        assert list(stream) == []  # over
+        assert mine.status == "pending"
+    finally:
+        release(mp_client, *(f"{tag}-{n}" for n in ("mine", "child", "later")))
+    assert mine.result(timeout=10) == "mine"
+
+
+def test_a_progress_callable_that_raises_ends_the_iteration(mp_client):
+    tag = tagged()
+
+    def progress(resolved, discovered):
+        raise LookupError("the reporter broke")
+
+    held = [mp_client.submit(hold, tag, 1, pure=False)]
+    stream = unnest.as_resolved(held, progress=progress, timeout=30)
+    try:
+        with pytest.raises(LookupError, match="reporter broke"):
+            next(stream)
+        assert unnest_tasks(mp_client) == []
+    finally:
+        release(mp_client, tag)
+
+
+def test_a_placeholder_shared_exponentially_often_costs_only_what_is_taken():
+    done = concurrent.futures.Future()
+    done.set_result(1)
+    obj = [done]
+    for _ in range(64):
+        obj = [obj, obj]  # 2**64 places
+    with unnest.as_resolved(obj, timeout=10) as stream:
+        first = [next(stream) for _ in range(3)]
+    paths = [path for path, _ in first]
+    assert len(set(paths)) == 3 and all(len(path) == 65 for path in paths)
+    assert all(follow(obj, path) is done for path in paths)
+    assert [value for _, value in first] == [1, 1, 1]
+
+
+def test_closing_at_any_moment_is_safe():
+    done = concurrent.futures.Future()
+    done.set_result(1)
+    never = unnest.as_resolved([done])
+    never.close()  # before it started
+    assert list(never) == []
+    stream = unnest.as_resolved({"a": done, "b": [done]})
+    assert next(stream)[1] == 1
+    stream.close()
+    stream.close()
+    assert list(stream) == []
+    gc.collect()
+
+
+def test_an_input_placeholder_inside_another_ones_result_is_yielded_at_its_own_place(mp_client):
+    inner = mp_client.submit(inc, 1)
+    outer = mp_client.submit(wrap_in_list, inner)  # its value holds ``inner``
+    got = sorted(unnest.as_resolved({"inner": inner, "outer": outer}), key=str)
+    assert got == [(("inner",), 2), (("outer",), [2])]
+
+
+def wrap_in_list(x):
+    return unnest.hand_off([get_client().submit(inc, x - 1, pure=True)])
+
+
+def test_concurrent_futures_without_a_client_stop_cleanly():
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        gate = threading.Event()
+        blocked = pool.submit(gate.wait)
+        obj = {"fast": pool.submit(int, 3), "blocked": [blocked]}
+        for pair in unnest.as_resolved(obj):
+            assert pair == (("fast",), 3)
+            break
+        loop = unnest._runtime.private_loop()
+        tasks = asyncio.run_coroutine_threadsafe(_our_tasks_now(), loop).result(10)
+        assert tasks == []
+        assert not blocked.cancelled()
+        gate.set()
+
+
+async def _our_tasks_now():
+    return our_tasks()
