@@ -9,8 +9,10 @@ reports the medians after a warm-up and their ratio, as a Markdown table.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import copy
+import dataclasses
 import gc
 import logging
 import os
@@ -55,6 +57,14 @@ def delayed_chain(depth, seconds):
     if depth == 1:
         return "chain"
     return delayed_chain(depth - 1, seconds)
+
+
+def spread_chain(depth, seconds):
+    """``depth + 1`` tasks of ``seconds`` each, each returning the next one's future."""
+    time.sleep(seconds)
+    if depth == 0:
+        return "end"
+    return unnest.hand_off(get_client().submit(spread_chain, depth - 1, seconds, pure=False))
 
 
 @dask.delayed
@@ -217,6 +227,46 @@ def finished_futures(client, quick, repeat):
     return rows
 
 
+@dataclasses.dataclass
+class Record:
+    name: str
+    value: Any
+
+
+Pair = collections.namedtuple("Pair", "left right")
+
+
+def shaped_futures(futures: list) -> dict:
+    """The same futures in other shapes: flat, deep, and mixed containers."""
+    n = len(futures)
+    flat, deep, mixed = futures[: n // 3], futures[n // 3 : n // 2], futures[n // 2 :]
+    chains = []
+    for i in range(0, len(deep), 50):  # lists nested 50 deep, a future at each level
+        node: Any = None
+        for f in deep[i : i + 50]:
+            node = [f, node]
+        chains.append(node)
+    return {
+        "flat": flat,
+        "deep": chains,
+        "mixed": [
+            Pair(Record("r", f), collections.deque([g, {h}]))
+            for f, g, h in zip(mixed[0::3], mixed[1::3], mixed[2::3])
+        ],
+    }
+
+
+def other_shapes(client, quick, repeat):
+    count = 1_000 if quick else 10_000
+    futures = client.map(inc, range(count), pure=False)
+    distributed.wait(futures)
+    shaped = shaped_futures(futures)
+    assert unnest.unwrap(shaped)["flat"][0] == 1
+    ours, ref = interleaved(lambda: unnest.unwrap(shaped), lambda: client.gather(futures), repeat)
+    name = f"{count:,} finished futures: a flat list, lists 50 deep, namedtuple/dataclass/deque/set"
+    return [Row(f"{name} — vs one flat `client.gather`", ours, ref, "≤1.3×")]
+
+
 def future_chain(client, quick, repeat):
     depth = 5 if quick else 30
     top = client.submit(chain, depth, pure=False)
@@ -242,6 +292,40 @@ def skewed_delayed(client, quick, repeat):
         f"skewed Delayed: {critical:.2f} s leaf beside 4 Delayed-returning-Delayed {step} s steps"
     )
     return [Row(f"{name} — vs the critical path", statistics.median(times), critical, "≤1.25×")]
+
+
+def first_branch(client, quick, repeat):
+    step = 0.05 if quick else 0.2
+    branches = 4
+
+    def structure():
+        # Branch i is i + 1 chained tasks: they finish 1, 2, 3 and 4 steps in.
+        return {
+            f"b{i}": [client.submit(spread_chain, i, step, pure=False)] for i in range(branches)
+        }
+
+    def first_yield():
+        start = time.perf_counter()
+        first = None
+        for _ in unnest.as_resolved(structure()):  # consumed to the end, like unwrap
+            if first is None:
+                first = time.perf_counter() - start
+        return first
+
+    def whole():
+        start = time.perf_counter()
+        unnest.unwrap(structure())
+        return time.perf_counter() - start
+
+    first_yield(), whole()  # warm-up
+    ours, ref = [], []
+    for _ in range(repeat):
+        ours.append(first_yield())
+        ref.append(whole())
+    name = f"{branches} branches of 1-{branches} chained {step} s tasks"
+    name += ": first branch from `as_resolved`"
+    ours_s, ref_s = statistics.median(ours), statistics.median(ref)
+    return [Row(f"{name} — vs `unwrap` returning", ours_s, ref_s, "≤0.35×")]
 
 
 def waiting_cpu(client, quick, repeat):
@@ -303,8 +387,10 @@ def import_time(client, quick, repeat):
 SCENARIOS = [
     plain_walk,
     finished_futures,
+    other_shapes,
     future_chain,
     skewed_delayed,
+    first_branch,
     waiting_cpu,
     memory,
     delayed_leaves,

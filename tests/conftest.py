@@ -1,4 +1,5 @@
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -6,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from distributed import Client
+from distributed import Client, LocalCluster
 from distributed.utils_test import (  # noqa: F401  (pytest fixtures)
     cleanup,
     client,
@@ -25,6 +26,33 @@ TESTS = Path(__file__).resolve().parent
 # offload thread). Start it before any test, so distributed's thread-leak
 # check does not count it against the first test that needs it.
 unnest._runtime.private_loop()
+
+
+# -- One multi-process cluster for a module's tests ---------------------------
+
+
+@pytest.fixture(scope="module")
+def mp_cluster():
+    """A ``LocalCluster`` of 2 worker processes x 2 threads, shared by a module.
+
+    For modules of many short tests: starting a cluster per test (the
+    ``client`` fixture) costs ~3 s each.
+    """
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=2,
+        processes=True,
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def mp_client(mp_cluster):
+    """A client of its own for each test, on the module's cluster."""
+    with Client(mp_cluster) as own:
+        yield own
 
 
 # -- A cluster started with the `dask scheduler` and `dask worker` commands ----

@@ -23,6 +23,11 @@ def test_demo_prints_the_story_and_exits_0():
     assert "->  55" in out  # and right with resolves_nested
     assert "unnest.unwrap(top)  ->  {'depth': 2" in out
     assert "sleep-polling resolver" in out and "round trips" in out
+    # The larger tree with a progress bar, finished; the branches streamed in
+    # the order they finish, the shortest first.
+    assert "156/156" in result.stderr.split("\r")[-1]
+    streamed = [line.split("path ")[1].split()[0] for line in out.splitlines() if " path (" in line]
+    assert streamed == ["('one", "('two", "('three"]
 
 
 def test_demo_help_says_what_it_does():
@@ -59,6 +64,7 @@ def test_notebook_runs_clean_from_the_top():
     )
     assert "resolves_nested toy      -> 55" in outputs
     assert "deadlock" in outputs
+    assert "as_resolved yields ('A', 0) -> done" in outputs and "unwrap: every branch" in outputs
 
 
 @pytest.mark.timeout(400)

@@ -25,6 +25,9 @@ def test_public_names():
         "resolving",
         "resolves_nested",
         "opaque",
+        "as_resolved",
+        "as_resolved_async",
+        "Key",
         "__version__",
     }
     assert unnest.unwrap_or_wait is unnest.unwrap

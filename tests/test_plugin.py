@@ -317,7 +317,7 @@ def test_hand_off_protocol_state_machine(cluster_client, request):
         run_state_machine_as_test(
             HandOffMachine,
             settings=settings(
-                max_examples=5_000 if slow else 500, stateful_step_count=12, deadline=None
+                max_examples=5_000 if slow else 250, stateful_step_count=12, deadline=None
             ),
         )
     finally:

@@ -209,3 +209,52 @@ def test_collections_on_a_local_scheduler_chosen_while_a_client_is_active(client
     assert total == 15
     assert items == [1, 2, 3]
     np.testing.assert_array_equal(array, np.arange(6))
+
+
+# -- Batches -------------------------------------------------------------------
+
+
+def returns_delayed(i):
+    """A task whose value is a Delayed."""
+    return dask.delayed(inc)(i)
+
+
+@contextlib.contextmanager
+def counting(client, name):
+    """Record the first argument's length of each call of ``client.<name>``."""
+    calls = []
+    original = getattr(client, name)
+
+    def count(arg, *args, **kwargs):
+        calls.append(len(arg))
+        return original(arg, *args, **kwargs)
+
+    setattr(client, name, count)
+    try:
+        yield calls
+    finally:
+        delattr(client, name)
+
+
+@pytest.mark.timeout(60)
+def test_finished_futures_are_fetched_in_chunks(client):
+    from unnest._wait_distributed import FETCH_CHUNK
+
+    count = 2 * FETCH_CHUNK + 7
+    futures = client.map(inc, range(count), pure=False)
+    client.gather(futures)
+    with counting(client, "_gather") as gathers:
+        result = unnest.unwrap({"fs": [[f] for f in futures]})
+    assert result == {"fs": [[i + 1] for i in range(count)]}
+    assert sorted(gathers) == [7, FETCH_CHUNK, FETCH_CHUNK]
+
+
+@pytest.mark.timeout(60)
+def test_delayed_found_in_one_fetched_batch_are_submitted_together(client):
+    # Finished before unwrap starts: their values (Delayed) arrive in one
+    # batch and are computed by one client.compute, not one each.
+    outer = client.map(returns_delayed, range(30), pure=False)
+    client.gather(outer, direct=False)  # Delayed values travel fine; just wait
+    with counting(client, "compute") as computes:
+        assert unnest.unwrap(outer) == [i + 1 for i in range(30)]
+    assert computes == [30]

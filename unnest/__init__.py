@@ -5,14 +5,18 @@ from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 from unnest.decorators import resolves_nested, resolving
 from unnest.handoff import hand_off, hand_off_async
 from unnest.resolve import unwrap, unwrap_async, unwrap_or_wait
-from unnest.traverse import opaque, register_container
+from unnest.stream import as_resolved, as_resolved_async
+from unnest.traverse import Key, opaque, register_container
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ForgottenFutureError",
     "HandOffUnavailable",
+    "Key",
     "__version__",
+    "as_resolved",
+    "as_resolved_async",
     "hand_off",
     "hand_off_async",
     "opaque",

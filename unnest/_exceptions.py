@@ -77,9 +77,10 @@ def flatten_error(obj: Any, where: str, error: BaseException) -> TypeError:
     return TypeError(f"cannot take apart the {type(obj).__name__} at {where}: {error!r}")
 
 
-def loop_thread_error(client: Any, name: str = "unwrap") -> RuntimeError:
+def loop_thread_error(client: Any, name: str = "unwrap", use: str | None = None) -> RuntimeError:
+    use = use or f"await unnest.{name}_async(...)"
     return RuntimeError(
         f"{name}() was called in the event loop thread of {client!r}; blocking "
         "there would deadlock (distributed hands back a coroutine in this "
-        f"situation). Use `await unnest.{name}_async(...)` instead."
+        f"situation). Use `{use}` instead."
     )

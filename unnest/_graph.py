@@ -236,7 +236,7 @@ class Graph:
 
     def __init__(self, return_exceptions: bool):
         self.return_exceptions = return_exceptions
-        self.memo: dict[int, tuple[Any, Any]] = {}
+        self.memo: dict[int, Any] = {}  # a pending Node, or (obj, outcome)
         self.by_key: dict[Any, Node] = {}
         self.new: list[Node] = []
         self.root = Node(None, ROOT)
@@ -248,6 +248,9 @@ class Graph:
         self.kinds: dict[type, Any] = _kinds.copy()
         self.discovered = 0  # placeholders found so far
         self.resolved = 0  # of which done or failed
+        # Told of every placeholder node done (value, or exception under
+        # return_exceptions), with its fully resolved value: unnest.stream.
+        self.on_done: Callable[[Node, Any], None] | None = None
 
     def _classify(self, tp: type) -> Any:
         kind = self.kinds[tp] = kind_of(tp)
@@ -550,6 +553,8 @@ class Graph:
                 self.finished = True
             else:
                 self.resolved += 1
+                if self.on_done is not None:
+                    self.on_done(node, value)
             if kind is not None:
                 node.state = DONE
                 node.value = value

@@ -145,7 +145,11 @@ def _register_pydantic() -> None:
         key = list(extra or ())[i - len(names)]
         return f".{key}" if str(key).isidentifier() else f".model_extra[{key!r}]"
 
-    register_builtin(BaseModel, Container(flatten, label))
+    def keys(obj: Any) -> list[Any]:
+        names, _, extra = fields(obj)
+        return [*names, *(extra or ())]
+
+    register_builtin(BaseModel, Container(flatten, label, keys))
 
 
 # attrs ------------------------------------------------------------------------
@@ -170,7 +174,7 @@ def _register_attrs() -> None:
     def label(obj: Any, i: int) -> str:
         return f".{present(obj)[0][i]}"
 
-    register_builtin(attr.has, Container(flatten, label))
+    register_builtin(attr.has, Container(flatten, label, lambda obj: present(obj)[0]))
 
 
 register_lazy("pydantic", _register_pydantic)

@@ -206,16 +206,31 @@ def _submit(
     return asyncio.run_coroutine_threadsafe(main(), loop), finished
 
 
-def run_blocking(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
+def run_blocking(
+    coro: Coroutine[Any, Any, Any],
+    loop: asyncio.AbstractEventLoop,
+    tick: Any = None,
+) -> Any:
     """Run ``coro`` on ``loop`` (another thread's) and block for its result.
 
     If waiting is interrupted (KeyboardInterrupt, or any other exception
     raised in this thread), ``coro`` is cancelled and its cleanup awaited for
     up to :data:`CLEANUP_WAIT` seconds before the interrupt propagates.
+    ``tick``, if given (``progress=``), has ``wait()`` (seconds until it is
+    due) and ``tick()``, called in this thread while it waits; what it
+    raises interrupts the wait.
     """
     future, finished = _submit(coro, loop)
     try:
-        return future.result()
+        if tick is None:
+            return future.result()
+        while True:
+            try:
+                return future.result(tick.wait())
+            except concurrent.futures.TimeoutError:
+                if future.done():
+                    raise
+            tick.tick()
     except BaseException:
         if not future.done():
             future.cancel()

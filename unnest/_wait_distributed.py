@@ -50,9 +50,11 @@ from unnest._graph import PENDING, Node, where
 from unnest._runtime import CLOSED, forgotten_grace, no_gc
 from unnest._wait_local import batches
 
-# Keys per Client._gather, and how many of those run at once. Measured on
-# 100,000 finished futures (benchmarks/load.py): one gather of all keys
-# peaked at 1.8x the memory of a flat client.gather; chunks of 2,000 keys ...
+# Keys per Client._gather, and how many of those run at once. One gather of
+# all keys makes a task per key at once: 100,000 finished futures peaked at
+# 285 MB against 197 MB for a flat client.gather; in chunks (and with the
+# leaner graph) at 62 MB (benchmarks/scaling.py). Two in flight: the values
+# of one chunk are walked while the next one travels.
 FETCH_CHUNK = 2_000
 FETCH_PARALLEL = 2
 

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 
 from unnest._exceptions import ForgottenFutureError, loop_thread_error
 from unnest._graph import SAME, Graph, Node, describe, where
+from unnest._progress import Progress, reporter
 from unnest._runtime import (
     CLOSED,
     TaskGroup,
@@ -84,6 +85,8 @@ T = TypeVar("T")
 
 class Call:
     """One call of ``unwrap``/``unwrap_async``: the graph, its engines, its end."""
+
+    name = "unwrap"  # the function named in messages
 
     def __init__(self, client: Any, timeout: float | None, return_exceptions: bool):
         self.graph = Graph(return_exceptions)
@@ -299,7 +302,7 @@ class Call:
             self.complete(node, value)
 
     def _timeout_message(self) -> str:
-        msg = f"unwrap did not finish within {self.timeout} s"
+        msg = f"{self.name} did not finish within {self.timeout} s"
         pending = self.graph.pending_placeholders()
         if pending:
             msg += f"; {len(pending)} placeholder(s) still pending"
@@ -350,6 +353,7 @@ def unwrap(
     client: Any = None,
     timeout: float | None = None,
     return_exceptions: bool = False,
+    progress: Progress = False,
 ) -> T:
     """Replace every placeholder in ``obj`` by its value, to any depth.
 
@@ -376,6 +380,15 @@ def unwrap(
     return_exceptions : bool, default False
         Put the exception of a failed placeholder in its place instead of
         raising it.
+    progress : bool or callable, default False
+        ``True``: a ``tqdm.auto`` bar (a widget in a notebook) of the
+        placeholders resolved out of those discovered so far -- the total
+        grows as futures reveal more futures; drawn only for calls that take
+        longer than 0.5 s, closed on error, timeout and interrupt. Needs
+        tqdm (``pip install 'unnest[progress]'``). A callable is called as
+        ``progress(resolved, discovered)`` at most every 0.1 s and once at
+        the end, always in the caller's thread (never an event loop's);
+        what it raises ends the call and is raised.
 
     Returns
     -------
@@ -397,6 +410,8 @@ def unwrap(
     RuntimeError
         Called from the event loop thread of the client it needs: use
         :func:`unwrap_async` there.
+    ImportError
+        ``progress=True`` without tqdm installed.
 
     Examples
     --------
@@ -418,18 +433,24 @@ def unwrap(
     {'x': [2]}
     """
     _check(client, timeout)
+    report = reporter(progress)
     if client is not None and in_loop_thread(client.loop.asyncio_loop):
         raise loop_thread_error(client)
     call = Call(client, timeout, return_exceptions)
     out = call.begin(obj)
     if out is not call.graph.root:
+        if report is not None:
+            report.finish(call.graph)
         return out  # type: ignore[no-any-return]
     call.check_client()
     loop = call.target_loop() or private_loop()
     if in_loop_thread(loop):
         raise loop_thread_error(call.client)
     with seceded():
-        outcome = run_blocking(call.run(), loop)
+        if report is None:
+            outcome = run_blocking(call.run(), loop)
+        else:
+            outcome = report.blocking(call.run(), loop, call.graph)
     return _deliver(outcome)  # type: ignore[no-any-return]
 
 
@@ -439,6 +460,7 @@ async def unwrap_async(
     client: Any = None,
     timeout: float | None = None,
     return_exceptions: bool = False,
+    progress: Progress = False,
 ) -> T:
     """Replace every placeholder in ``obj`` by its value, without blocking.
 
@@ -456,6 +478,12 @@ async def unwrap_async(
         Seconds for the whole call.
     return_exceptions : bool, default False
         Put exceptions in place instead of raising.
+    progress : bool or callable, default False
+        As for :func:`unwrap`, except for the thread: a callable is called
+        from a thread that the call starts for it (``unnest-progress``),
+        never from the running event loop's, where a callable that blocks
+        would stall everything; one report at a time, the last one before
+        ``unwrap_async`` returns or raises.
 
     Returns
     -------
@@ -473,16 +501,22 @@ async def unwrap_async(
     {'n': [1024]}
     """
     _check(client, timeout)
+    report = reporter(progress)
     call = Call(client, timeout, return_exceptions)
     out = call.begin(obj)
     if out is not call.graph.root:
+        if report is not None:
+            await report.afinish(call.graph)
         return out  # type: ignore[no-any-return]
     call.check_client()
     loop = call.target_loop()
-    if loop is None or in_loop_thread(loop):
-        outcome = await call.run()
+    if loop is not None and in_loop_thread(loop):
+        loop = None
+    run = call.run() if loop is None else run_elsewhere(call.run(), loop)
+    if report is None:
+        outcome = await run
     else:
-        outcome = await run_elsewhere(call.run(), loop)
+        outcome = await report.awaiting(run, call.graph, call.end, loop)
     return _deliver(outcome)  # type: ignore[no-any-return]
 
 

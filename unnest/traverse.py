@@ -39,12 +39,13 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
-__all__ = ["opaque", "register_container"]
+__all__ = ["Key", "opaque", "register_container"]
 
 T = TypeVar("T")
 
 Flatten = Callable[[Any], tuple[Sequence[Any], Callable[[list[Any]], Any]]]
 Label = Callable[[Any, int], str]
+Keys = Callable[[Any], Sequence[Any]]
 
 
 class Container(NamedTuple):
@@ -52,6 +53,46 @@ class Container(NamedTuple):
 
     flatten: Flatten
     label: Label
+    # The element of a path (unnest.as_resolved) that leads to each child, in
+    # the order of flatten's children; None: the child's index.
+    keys: Keys | None = None
+
+
+class Key:
+    """In a path of :func:`unnest.as_resolved`: a dict's key itself, not its value.
+
+    A placeholder used as a dict key (or sitting inside one) is reached
+    through the key, so its path holds ``Key(key)``, the key as it is in the
+    input; the value stored under ``key`` is reached by ``key`` alone. Equal
+    only to a ``Key`` of an equal key (never to a tuple).
+
+    Examples
+    --------
+    >>> from unnest.traverse import Key
+    >>> Key("a") == Key("a"), Key("a") == "a", Key("a") == ("a",)
+    (True, False, False)
+    >>> Key("a")
+    Key('a')
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __eq__(self, other: object) -> Any:
+        if type(other) is not Key:
+            return NotImplemented
+        return self.key is other.key or self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash((Key, self.key))
+
+    def __repr__(self) -> str:
+        return f"Key({self.key!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Key, (self.key,)
 
 
 # What the walker does with an element, by type. A type maps to one of these
@@ -386,6 +427,11 @@ def _flatten_dict(obj: dict[Any, Any]) -> tuple[Sequence[Any], Callable[[list[An
     return children, rebuild
 
 
+def _dict_keys(obj: dict[Any, Any]) -> list[Any]:
+    keys = list(obj)
+    return [Key(k) for k in keys] + keys
+
+
 def _dict_label(obj: dict[Any, Any], i: int) -> str:
     keys = list(obj)
     if i < len(keys):
@@ -411,6 +457,10 @@ def _flatten_set(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
             return _copy_state(obj, frozenset.__new__(cls, values))
 
     return children, rebuild
+
+
+def _set_keys(obj: Any) -> list[Any]:
+    return list(obj)  # a member is its own key (the order of _flatten_set)
 
 
 def _set_label(obj: Any, i: int) -> str:
@@ -451,20 +501,23 @@ def _flatten_dataclass(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], A
     return children, rebuild
 
 
+def _dataclass_keys(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj) if hasattr(obj, f.name)]
+
+
 def _dataclass_label(obj: Any, i: int) -> str:
-    names = [f.name for f in dataclasses.fields(obj) if hasattr(obj, f.name)]
-    return f".{names[i]}"
+    return f".{_dataclass_keys(obj)[i]}"
 
 
 _NAMEDTUPLE = Container(_flatten_namedtuple, _namedtuple_label)
-_DATACLASS = Container(_flatten_dataclass, _dataclass_label)
+_DATACLASS = Container(_flatten_dataclass, _dataclass_label, _dataclass_keys)
 
-register_container(list, _flatten_list)
-register_container(tuple, _flatten_tuple)
-register_container(dict, _flatten_dict, label=_dict_label)
-register_container(set, _flatten_set, label=_set_label)
-register_container(frozenset, _flatten_set, label=_set_label)
-register_container(collections.deque, _flatten_deque)
+register_builtin(list, Container(_flatten_list, _index_label))
+register_builtin(tuple, Container(_flatten_tuple, _index_label))
+register_builtin(dict, Container(_flatten_dict, _dict_label, _dict_keys))
+register_builtin(set, Container(_flatten_set, _set_label, _set_keys))
+register_builtin(frozenset, Container(_flatten_set, _set_label, _set_keys))
+register_builtin(collections.deque, Container(_flatten_deque, _index_label))
 
 
 def placeholders(obj: Any, kinds: tuple[Any, ...]) -> list[Any]:

@@ -1,0 +1,619 @@
+"""``as_resolved``, ``as_resolved_async``: each placeholder of the input, as it resolves.
+
+Design
+------
+One engine: a stream runs the :class:`unnest.resolve.Call` that ``unwrap``
+runs, and its graph tells the stream (``Graph.on_done``, on the call's loop)
+each time a placeholder node is done -- filled with its fully resolved value,
+or with its exception under ``return_exceptions``. The nodes of the
+placeholders found in the *input* are watched: the hook puts ``(place,
+value)`` on a queue that the iterator reads in the consumer's thread
+(:func:`as_resolved`) or loop (:func:`as_resolved_async`), and the call's
+``[value, error]`` follows the last of them on the same queue. The order is
+the order in which the engine filled the nodes: completion order.
+
+Paths are read off the input's nodes once, before the call starts, in the
+consumer's thread: each node's parents lead up to the root, and the
+registry names each step (``Container.keys`` in :mod:`unnest.traverse`).
+A placeholder met at several places in the input (twice in a list, or
+inside a container the input holds twice) has several paths, enumerated
+when it is done, one pair each.
+
+Invariants
+----------
+* Nothing on a loop refers to the iterator (the loop side holds the queue and
+  the watched nodes only), so an iterator that is dropped is collected, and
+  its ``__del__`` ends the call.
+* However the iteration ends -- exhausted, an error, ``break``, ``close()``,
+  ``aclose()``, the iterator collected, Ctrl-C or a cancellation while it
+  waits, a ``progress`` callable that raises -- the call ends as ``unwrap``'s
+  does: every coroutine of it cancelled and awaited, every future it took
+  over or submitted released, nothing of the user's cancelled. Closing waits
+  for that (up to :data:`unnest._runtime.CLEANUP_WAIT`), except in the call's
+  own loop thread, where the cleanup cannot run while we wait.
+* The blocking iterator leaves a worker's thread pool (secedes) only while it
+  waits for the next item, and rejoins before it hands the item on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from unnest._exceptions import loop_thread_error
+from unnest._graph import ROOT, Node, parents
+from unnest._progress import Progress, Reporter, Ticker, in_loop, reporter
+from unnest._runtime import CLEANUP_WAIT, _submit, in_loop_thread, private_loop, seceded
+from unnest.resolve import Call, _check, _deliver
+from unnest.traverse import Key
+
+__all__ = ["AsResolved", "AsResolvedAsync", "Key", "as_resolved", "as_resolved_async"]
+
+Path = tuple[Any, ...]
+
+NEW, RUNNING, ENDED = "new", "running", "ended"
+
+
+class _StreamCall(Call):
+    name = "as_resolved"
+
+
+class _Closed(Exception):
+    """Ends the call of a stream closed early (never raised to the user)."""
+
+
+# ---------------------------------------------------------------------------
+# Places and paths
+
+
+class _Place:
+    """Where a node sits in the input: ``up`` lists ``(place above, element)``.
+
+    The place above is None for the root (the element is then unused).
+    """
+
+    __slots__ = ("up",)
+
+    def __init__(self) -> None:
+        self.up: list[tuple[_Place | None, Any]] = []
+
+
+def _places(nodes: list[Node]) -> dict[Node, _Place]:
+    """The place of each of ``nodes`` (the input's placeholders), up to the root.
+
+    Read before the call starts: later, a node can gain parents inside
+    resolved values, which are no places in the input.
+    """
+    places = {node: _Place() for node in nodes}
+    elements: dict[Node, Any] = {}  # container node -> its children's elements
+    work = list(nodes)
+    while work:
+        node = work.pop()
+        place = places[node]
+        for parent, i in parents(node):
+            if parent.kind is ROOT:
+                place.up.append((None, None))
+                continue
+            if parent in elements:
+                keys = elements[parent]
+            else:
+                keys = elements[parent] = _elements(parent)
+            above = places.get(parent)
+            if above is None:
+                above = places[parent] = _Place()
+                work.append(parent)
+            place.up.append((above, i if keys is None else keys[i]))
+    return {node: places[node] for node in nodes}
+
+
+def _elements(node: Node) -> list[Any] | None:
+    """The path elements of a container node's children; None: their indices."""
+    keys = node.kind.keys
+    return None if keys is None else list(keys(node.obj))
+
+
+def _paths(place: _Place) -> Iterator[Path]:
+    """Every path from the root to ``place``, made one at a time.
+
+    An explicit stack (paths can be as deep as the input), and a linked list
+    of the elements below each step, so that a path costs its length and a
+    structure that shares containers many times over costs nothing until its
+    paths are asked for.
+    """
+    stack: list[tuple[_Place | None, Any]] = [(place, None)]
+    while stack:
+        at, below = stack.pop()
+        if at is None:
+            path = []
+            while below is not None:
+                element, below = below
+                path.append(element)
+            yield tuple(path)
+            continue
+        for above, element in reversed(at.up):
+            stack.append((above, below if above is None else (element, below)))
+
+
+# ---------------------------------------------------------------------------
+# The loop's side
+
+
+class _Feed:
+    """What the call's loop holds of a stream: the watched nodes, the queue's ``put``."""
+
+    __slots__ = ("put", "watched")
+
+    def __init__(self, watched: dict[Node, _Place], put: Callable[[Any], None]):
+        self.watched = watched
+        self.put = put
+
+    def done(self, node: Node, value: Any) -> None:
+        """``Graph.on_done``: a placeholder node is done; pass on the watched ones."""
+        place = self.watched.get(node)
+        if place is not None:
+            self.put((place, value))
+
+
+async def _drive(call: Call, feed: _Feed) -> None:
+    """Run the call; its outcome, ``[value, error]``, goes on the queue last."""
+    outcome = await call.run()
+    feed.watched = {}
+    outcome[0] = None  # the rebuilt structure: the stream hands on its parts only
+    feed.put(outcome)
+
+
+def _put_from_elsewhere(loop: asyncio.AbstractEventLoop, q: asyncio.Queue[Any]) -> Any:
+    """``q.put_nowait`` for a caller in another thread than ``loop``'s."""
+
+    def put(item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
+            loop.call_soon_threadsafe(q.put_nowait, item)
+
+    return put
+
+
+# ---------------------------------------------------------------------------
+# The iterators
+
+
+class _Stream:
+    """What both iterators share: the arguments, the walk, the current item."""
+
+    _state = ENDED  # until __init__ has checked the arguments (for __del__)
+
+    def __init__(
+        self,
+        obj: Any,
+        client: Any,
+        timeout: float | None,
+        return_exceptions: bool,
+        progress: Progress,
+    ):
+        _check(client, timeout)
+        self._report: Reporter | None = reporter(progress)
+        self._args: tuple[Any, ...] | None = (obj, client, timeout, return_exceptions)
+        self._call: Call | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._finished: concurrent.futures.Future[None] | None = None
+        self._paths: Iterator[Path] | None = None
+        self._value: Any = None
+        self._state = NEW
+
+    def _begin(self) -> tuple[Call, dict[Node, _Place]] | None:
+        """Walk the input: the call and its watched nodes, or None if nothing waits."""
+        assert self._args is not None
+        obj, client, timeout, return_exceptions = self._args
+        self._args = None
+        self._state = ENDED  # unless the call starts
+        call = _StreamCall(client, timeout, return_exceptions)
+        if self._report is not None:
+            self._report.graph = call.graph
+        out = call.begin(obj)
+        if out is not call.graph.root:
+            return None
+        watched = _places(call.graph.new)
+        call.check_client()
+        return call, watched
+
+    def _again(self) -> tuple[Path, Any] | None:
+        """The next path of the current item, if it has one more."""
+        if self._paths is not None:
+            path = next(self._paths, None)
+            if path is not None:
+                return path, self._value
+            self._paths = self._value = None
+        return None
+
+    def _item(self, item: Any) -> tuple[Path, Any]:
+        place, value = item
+        self._paths = _paths(place)
+        self._value = value
+        return next(self._paths), value
+
+    def _request_end(self) -> None:
+        """End the running call, from any thread; do not wait."""
+        self._state = ENDED
+        self._paths = self._value = None
+        call, loop = self._call, self._loop
+        self._call = None
+        if call is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the call is over
+                loop.call_soon_threadsafe(call.end, _Closed())
+
+    def _ended(self) -> None:
+        """The call has ended by itself (its outcome is on hand): drop it."""
+        self._state = ENDED
+        self._call = None
+
+
+class AsResolved(_Stream):
+    """The iterator :func:`as_resolved` returns; also a context manager."""
+
+    def __iter__(self) -> AsResolved:
+        return self
+
+    def __next__(self) -> tuple[Path, Any]:
+        again = self._again()
+        if again is not None:
+            return again
+        if self._state is NEW:
+            self._start()
+        if self._state is not RUNNING:
+            raise StopIteration
+        item = self._get()
+        if type(item) is list:  # the call's outcome: the end
+            self._ended()
+            if self._report is not None:
+                self._report.close()
+            _deliver(item)
+            raise StopIteration
+        return self._item(item)
+
+    def _start(self) -> None:
+        assert self._args is not None
+        client = self._args[1]
+        if client is not None and in_loop_thread(client.loop.asyncio_loop):
+            self._state = ENDED
+            raise _loop_error(client)
+        begun = self._begin()
+        if begun is None:
+            if self._report is not None:
+                self._report.close()
+            return
+        call, watched = begun
+        loop = call.target_loop() or private_loop()
+        if in_loop_thread(loop):
+            raise _loop_error(call.client)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        feed = _Feed(watched, self._queue.put)
+        call.graph.on_done = feed.done
+        self._call, self._loop = call, loop
+        _, self._finished = _submit(_drive(call, feed), loop)
+        self._state = RUNNING
+
+    def _get(self) -> Any:
+        """The next item off the queue, waiting (seceded) if there is none yet."""
+        report = self._report
+        try:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                with seceded():
+                    while True:
+                        try:
+                            wait = None if report is None else report.wait()
+                            item = self._queue.get(timeout=wait)
+                            break
+                        except queue.Empty:
+                            assert report is not None
+                            report.tick()
+            if report is not None and type(item) is not list:
+                report.tick()
+        except BaseException:
+            # Ctrl-C while waiting, or a progress callable that raised.
+            self.close()
+            raise
+        return item
+
+    def close(self) -> None:
+        """End the iteration now: the call ends and releases what it took.
+
+        Waits (up to 10 s) for that, except in the call's own loop thread. The
+        user's own futures are not cancelled. Called when the iterator is
+        collected and on leaving a ``with`` block.
+        """
+        self._close(final=True)
+
+    def _close(self, final: bool) -> None:
+        if self._state is RUNNING:
+            loop, finished = self._loop, self._finished
+            self._request_end()
+            if loop is not None and finished is not None and not in_loop_thread(loop):
+                if not sys.is_finalizing():
+                    concurrent.futures.wait([finished], CLEANUP_WAIT)
+            elif final:
+                final = False  # not a progress callable in a loop's thread
+        self._state = ENDED
+        self._args = None
+        self._paths = self._value = None
+        if final and self._report is not None:
+            self._report.close()
+
+    def __enter__(self) -> AsResolved:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._state is RUNNING:
+            self._close(final=True)
+
+
+class AsResolvedAsync(_Stream):
+    """The asynchronous iterator :func:`as_resolved_async` returns; also an
+    asynchronous context manager."""
+
+    _task: asyncio.Task[None] | None = None
+    _ticker: Ticker | None = None
+
+    def __aiter__(self) -> AsResolvedAsync:
+        return self
+
+    async def __anext__(self) -> tuple[Path, Any]:
+        again = self._again()
+        if again is not None:
+            return again
+        if self._state is NEW:
+            await self._start()
+        if self._state is not RUNNING:
+            raise StopAsyncIteration
+        try:
+            item = await self._queue.get()
+        except BaseException:  # cancelled while waiting: the iteration ends
+            await self.aclose()
+            raise
+        if type(item) is list:  # the call's outcome: the end
+            self._ended()
+            await self._close_ticker()
+            _deliver(item)
+            raise StopAsyncIteration
+        return self._item(item)
+
+    async def _start(self) -> None:
+        begun = self._begin()
+        if begun is None:
+            if self._report is not None:
+                await self._report.afinish(self._report.graph)
+            return
+        call, watched = begun
+        here = asyncio.get_running_loop()
+        loop = call.target_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        if loop is None or loop is here:
+            feed = _Feed(watched, self._queue.put_nowait)
+            call.graph.on_done = feed.done
+            self._task = here.create_task(_drive(call, feed))
+            loop = here
+        else:
+            feed = _Feed(watched, _put_from_elsewhere(here, self._queue))
+            call.graph.on_done = feed.done
+            _, self._finished = _submit(_drive(call, feed), loop)
+        self._call, self._loop = call, loop
+        if self._report is not None:
+            self._ticker = Ticker(self._report, in_loop(call.end, loop))
+        self._state = RUNNING
+
+    async def aclose(self) -> None:
+        """End the iteration now: the call ends and releases what it took.
+
+        Awaits that (up to 10 s), then the last progress report. The user's
+        own futures are not cancelled. Called on leaving an ``async with``
+        block.
+        """
+        if self._state is RUNNING:
+            task, finished = self._task, self._finished
+            self._request_end()
+            self._task = None
+            # asyncio.wait: a cancellation of ours must not reach the call's
+            # cleanup, which releases what it took.
+            if task is not None:
+                await asyncio.wait([task], timeout=CLEANUP_WAIT)
+            elif finished is not None:
+                await asyncio.wait([asyncio.wrap_future(finished)], timeout=CLEANUP_WAIT)
+        self._state = ENDED
+        self._args = None
+        await self._close_ticker()
+        if self._ticker is None and self._report is not None and not self._report.closed:
+            await self._report.afinish(self._report.graph)
+
+    async def _close_ticker(self) -> None:
+        self._task = None
+        ticker = self._ticker
+        if ticker is not None:
+            await ticker.aclose()
+
+    async def __aenter__(self) -> AsResolvedAsync:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if self._state is RUNNING:
+            self._request_end()
+            if self._ticker is not None:
+                self._ticker.close()  # its last report follows in its own thread
+
+
+def _loop_error(client: Any) -> RuntimeError:
+    return loop_thread_error(
+        client, "as_resolved", "async for ... in unnest.as_resolved_async(...)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Public API
+
+
+def as_resolved(
+    obj: Any,
+    *,
+    client: Any = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+    progress: Progress = False,
+) -> AsResolved:
+    """Yield ``(path, value)`` for each placeholder in ``obj``, as each resolves.
+
+    The same engine as :func:`unnest.unwrap`, consumed as the placeholders
+    complete: one pair for each placeholder found in ``obj``, in the order
+    they finish, each ``value`` fully resolved (whatever the placeholder
+    resolved to was resolved too, to any depth). A fast deep branch comes
+    before a slow shallow one. Placeholders that only turn up inside
+    resolved values are not yielded on their own: they are part of the
+    value of the input's placeholder they came from.
+
+    ``path`` is the tuple of keys and indices that leads from ``obj`` to
+    the placeholder: ``("a", 2)`` for ``obj["a"][2]``, ``()`` when ``obj``
+    is itself a placeholder. Each step is
+
+    * an index for lists, tuples (namedtuples too) and deques;
+    * the key for a dict's value; :class:`unnest.Key` ``(key)`` for the key
+      itself, when the placeholder is (or is inside) a dict key;
+    * the member itself for sets and frozensets (a set has no index: its
+      members are their own keys);
+    * the field's name (a str) for dataclasses, attrs classes and pydantic
+      models (a pydantic model's extra values: their key);
+    * for a type taught with :func:`unnest.register_container`: the index
+      of the child in what its ``flatten`` returns.
+
+    A placeholder that sits at several places (twice in a list, or in a
+    container that ``obj`` holds twice) is yielded once for each place,
+    with each path. Nothing is yielded for an ``obj`` with nothing to
+    resolve. The paths name places in ``obj``, which is never modified.
+
+    The work starts at the first ``next()``; ``timeout`` counts from there,
+    for the whole iteration. Stopping early -- ``break``, ``close()``,
+    leaving a ``with`` block, dropping the iterator, Ctrl-C while it waits
+    -- ends the call: what unnest started is cancelled and awaited, what it
+    took is released; your own futures are never cancelled. In a worker
+    task it secedes from the worker's thread pool while it waits, like
+    ``unwrap``.
+
+    Parameters
+    ----------
+    obj : object
+        Any structure.
+    client : distributed.Client, optional
+        As for :func:`unnest.unwrap`.
+    timeout : float, optional
+        Seconds for the whole iteration; ``TimeoutError`` is raised by the
+        ``next()`` at which they pass, after the pairs that were ready.
+    return_exceptions : bool, default False
+        Yield the exception of a failed placeholder as its value instead of
+        raising it.
+    progress : bool or callable, default False
+        As for :func:`unnest.unwrap`: a bar, or ``progress(resolved,
+        discovered)`` called in the thread that iterates, while it waits in
+        ``next()`` (at most every 0.1 s), and once when the iteration ends or
+        is closed.
+
+    Returns
+    -------
+    AsResolved
+        An iterator of ``(path, value)`` pairs, with ``close()``; also a
+        context manager that closes it.
+
+    Raises
+    ------
+    Exception
+        At the ``next()`` where it happened: the exception of a failed
+        placeholder, with the same note naming its place as ``unwrap``
+        gives (``obj['a'][2]``), after the pairs that were ready before it;
+        the iteration is over after it.
+    TimeoutError, ForgottenFutureError, ValueError, RuntimeError, ImportError
+        As for :func:`unnest.unwrap`.
+
+    Examples
+    --------
+    >>> import threading
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> import unnest
+    >>> release = threading.Event()
+    >>> with ThreadPoolExecutor() as pool:
+    ...     slow = pool.submit(release.wait)
+    ...     deep = pool.submit(lambda: [pool.submit(pow, 2, 10)])
+    ...     for path, value in unnest.as_resolved({"slow": slow, "deep": [deep]}):
+    ...         print(path, value)
+    ...         release.set()
+    ('deep', 0) [1024]
+    ('slow',) True
+
+    With a cluster, each branch as soon as it is done:
+
+    >>> for path, value in unnest.as_resolved({"a": client.submit(producer, 3)}):  # doctest: +SKIP
+    ...     print(path, value)
+    ('a',) {'xs': [1, 2, 4]}
+    """
+    return AsResolved(obj, client, timeout, return_exceptions, progress)
+
+
+def as_resolved_async(
+    obj: Any,
+    *,
+    client: Any = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+    progress: Progress = False,
+) -> AsResolvedAsync:
+    """:func:`as_resolved` for coroutines: ``async for path, value in ...``.
+
+    Works with asynchronous clients and never blocks the running event loop.
+    Stopping early -- ``break`` then ``aclose()``, leaving an ``async with``
+    block, the iterating task cancelled while it waits -- ends the call as
+    for :func:`as_resolved`. An iterator dropped without ``aclose()`` ends
+    the call too, without waiting for its cleanup. (Python does not close an
+    asynchronous iterator that a ``break`` leaves: use ``async with`` or
+    ``aclose()`` to wait for the end.)
+
+    Parameters
+    ----------
+    obj : object
+        Any structure.
+    client : distributed.Client, optional
+        As for :func:`unnest.unwrap`.
+    timeout : float, optional
+        Seconds for the whole iteration.
+    return_exceptions : bool, default False
+        Yield exceptions as values instead of raising them.
+    progress : bool or callable, default False
+        As for :func:`unnest.unwrap_async`: a callable is called from a
+        thread the iteration starts for it (``unnest-progress``), never from
+        an event loop's, and once more when the iteration ends or is closed.
+
+    Returns
+    -------
+    AsResolvedAsync
+        An asynchronous iterator of ``(path, value)`` pairs, with
+        ``aclose()``; also an asynchronous context manager that closes it.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> import unnest
+    >>> async def main(pool):
+    ...     nested = {"n": pool.submit(lambda: [pool.submit(pow, 2, 10)])}
+    ...     async with unnest.as_resolved_async(nested) as stream:
+    ...         return [pair async for pair in stream]
+    >>> with ThreadPoolExecutor() as pool:
+    ...     asyncio.run(main(pool))
+    [(('n',), [1024])]
+    """
+    return AsResolvedAsync(obj, client, timeout, return_exceptions, progress)
