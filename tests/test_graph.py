@@ -6,6 +6,7 @@ the value that contains it again arrives (no timing involved).
 
 import asyncio
 import concurrent.futures
+import sys
 
 import dask
 import pytest
@@ -134,3 +135,13 @@ def test_container_met_again_in_a_later_value_comes_back_as_one_object():
     result = asyncio.run(main())
     assert result == [[1], [1]]
     assert result[0] is result[1]  # one container referenced twice, as in the input
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's refcounts")
+def test_the_refcount_gate_is_on_on_cpython():
+    # Off, every container is memoized: right, but the walk takes twice as
+    # long. A change to the walk once turned it off without a test failing.
+    from unnest._graph import _memoizes, _refcount_gate, _shared_pair
+
+    assert _refcount_gate() is sys.getrefcount
+    assert _memoizes(_shared_pair)

@@ -354,18 +354,23 @@ class Graph:
                 except Exception as e:
                     where = self._place(parent, pidx, stack)
                     raise flatten_error(descend, where, e) from e
-                # Most containers hold leaves only: settle them without a frame.
+                # Most containers hold leaves only, or leaves and containers of
+                # leaves only (records of small lists): settle them without a
+                # frame. A container of leaves only needs no memo even when
+                # shared: it is SAME wherever it is met, and in no cycle.
                 grandchildren = flat[0]
                 j = 0
                 m = len(grandchildren)
                 while j < m:
+                    g = grandchildren[j]
                     try:
-                        if kinds[type(grandchildren[j])] is not LEAF:
-                            break
+                        k = kinds[type(g)]
                     except KeyError:
-                        if self._classify(type(grandchildren[j])) is not LEAF:
-                            break
+                        k = self._classify(type(g))
+                    if k is not LEAF and (type(k) is not Container or not self._leaves(k, g)):
+                        break
                     j += 1
+                g = None  # no reference left to skew a later refcount check
                 if j == m:
                     if memoize:
                         memo[id(descend)] = (descend, SAME)
@@ -393,6 +398,22 @@ class Graph:
             if out is not SAME:
                 parent_frame = stack[-1]
                 _record(parent_frame, parent_frame.index - 1, out)
+
+    def _leaves(self, kind: Container, obj: Any) -> bool:
+        """Does ``obj`` hold leaves only? (False if it cannot be taken apart.)"""
+        try:
+            children = kind.flatten(obj)[0]
+        except Exception:
+            return False  # the walk takes it apart again and names the place
+        kinds = self.kinds
+        for child in children:
+            try:
+                if kinds[type(child)] is not LEAF:
+                    return False
+            except KeyError:
+                if self._classify(type(child)) is not LEAF:
+                    return False
+        return True
 
     def _memo_outcome(self, hit: Any, obj: Any, parent: Node, pidx: int, stack: Any) -> Any:
         """The outcome of a container met before; ``hit`` is its memo entry.
@@ -625,7 +646,9 @@ def _refcount_gate() -> Callable[[Any], int] | None:
 
 
 def _shared_pair() -> tuple[Any, Any]:
-    shared = [1]
+    # Not leaves only: a container of leaves only is never memoized (it is
+    # SAME wherever it is met), so it would prove nothing here.
+    shared = [[1]]
     return {"a": [shared], "b": (shared,)}, shared
 
 
