@@ -10,7 +10,7 @@ import typing
 
 import pytest
 from distributed import Client, Event, Future, get_client, wait
-from helpers import fail, in_thread, inc, keys_left, wait_event
+from helpers import fail, in_thread, inc, keys_left, wait_event, wait_forgotten, watch_forgotten
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import containers, done, same_types, snapshot, swap_leaves
@@ -348,9 +348,10 @@ def test_hand_off_under_churn(client):
 
 
 def test_unbound_future_of_a_forgotten_key_under_load(client):
-    keys = []
-    for f in client.map(inc, range(50), pure=False):
-        keys.append(f.key)
-    assert keys_left(client) == []  # all forgotten
+    watch_forgotten(client)
+    keys = [f.key for f in client.map(inc, range(50), pure=False)]  # dropped at once
+    # All forgotten. (Not "the scheduler is empty": that can hold before the
+    # map's update-graph, which travels on another connection, arrives.)
+    assert wait_forgotten(client, keys) == []
     results = unnest.unwrap([Future(k) for k in keys[:3]], client=client, return_exceptions=True)
     assert all(isinstance(r, unnest.ForgottenFutureError) for r in results)
