@@ -4,6 +4,7 @@ import contextlib
 import gc
 import threading
 import time
+import traceback
 
 import dask
 import dask.array as da
@@ -11,7 +12,7 @@ import dask.bag as db
 import numpy as np
 import pytest
 from distributed import Client, Future, LocalCluster, get_client
-from helpers import bounded, failed, inc, wait_forgotten, watch_forgotten
+from helpers import bounded, fail, failed, inc, wait_forgotten, watch_forgotten
 
 import unnest
 
@@ -258,3 +259,26 @@ def test_delayed_found_in_one_fetched_batch_are_submitted_together(client):
     with counting(client, "compute") as computes:
         assert unnest.unwrap(outer) == [i + 1 for i in range(30)]
     assert computes == [30]
+
+
+# -- Errors ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_an_erred_future_is_not_pinned_by_the_error_unwrap_raised(client):
+    watch_forgotten(client)
+    f = client.submit(fail, 1, pure=False)
+    key = f.key
+    with pytest.raises(ZeroDivisionError) as info:
+        unnest.unwrap([f])
+    kept = f._state.exception
+    error = info.value
+    assert error is not kept and type(error) is type(kept) and error.args == kept.args
+    assert "raised by the future" in "".join(error.__notes__)
+    assert not getattr(kept, "__notes__", None)  # the note is on the copy only
+    assert any(frame.name == "fail" for frame in traceback.extract_tb(error.__traceback__))
+    del f, info, kept, error
+    # Before, the error raised was the one the client keeps for the key, and
+    # its traceback (through unwrap's frame, which holds the structure) kept
+    # the future alive for as long as the client lived: the key never went.
+    assert wait_forgotten(client, [key]) == []

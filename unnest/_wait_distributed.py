@@ -75,6 +75,42 @@ def check_owner(future: Any, client: Any, place: str) -> None:
         raise ValueError(f"cannot resolve the future {future.key!r}: the client is closed")
 
 
+def detached(exc: BaseException) -> BaseException:
+    """A copy of ``exc``, the exception a client keeps for an erred future.
+
+    Raising the kept one would attach the frames it passes through -- the
+    caller's, which hold the user's structure and so the future -- to the
+    client's state of that key: the future could never be released while
+    the client lives, and its key stayed on the scheduler (``Future.result``
+    has that leak). A copy has the same type, arguments, attributes and
+    notes, and the remote traceback; notes unnest adds go on the copy, not
+    on the kept exception. An exception that cannot be copied is returned
+    as is.
+    """
+    import copy
+
+    try:
+        new = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(new) is not type(exc) or new is exc:
+        return exc
+    try:
+        # A dict of its own: copy.copy may hand the copy the very __dict__
+        # of the original (seen with exceptions a worker sent), and a note
+        # added to the copy would land on the kept exception.
+        new.__dict__ = dict(exc.__dict__)
+    except (AttributeError, TypeError):
+        return exc
+    new.__cause__ = exc.__cause__
+    new.__context__ = exc.__context__
+    new.__suppress_context__ = exc.__suppress_context__
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        new.__notes__ = list(notes)  # type: ignore[attr-defined]  # else shared
+    return new
+
+
 class DistributedWaiter:
     """Futures and collections of one call, waited on through one client."""
 
@@ -140,7 +176,7 @@ class DistributedWaiter:
 
             _, exc, tb = clean_exception(state.exception, state.traceback)
             assert exc is not None
-            self._fail(node, exc.with_traceback(tb))
+            self._fail(node, detached(exc).with_traceback(tb))
         else:  # cancelled
             self._cancelled(node, future)
 
