@@ -240,10 +240,7 @@ class Call:
         finally:
             self.batching -= 1
             if not self.batching and not self.ended:
-                try:
-                    self.start()
-                except BaseException as e:  # the loop must never see it
-                    self.end(e)
+                self.guard(self.start)()
 
     def fail(self, node: Node, exc: BaseException) -> None:
         """A placeholder raised ``exc`` (the engines' callback)."""
