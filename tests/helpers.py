@@ -11,7 +11,7 @@ import contextlib
 import threading
 
 import pytest
-from distributed import Event
+from distributed import Event, get_client
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 DRAINED = "unnest-test-drained"
@@ -98,6 +98,25 @@ async def _wait_forgotten(dask_scheduler, keys, timeout):
 
 
 # -- Tasks ------------------------------------------------------------------------
+
+
+def _worker_client_id():
+    return get_client().id
+
+
+def connect_worker_clients(client):
+    """Connect every worker's own client now, before a test races its handshake.
+
+    ``Client.cancel`` makes the scheduler send "cancelled-keys" to every
+    client; a worker client whose handshake is under way can get that in the
+    same batch as its "stream-start" and fail with an AssertionError in
+    ``Client._ensure_connected`` (distributed), and the worker reuses that
+    unconnected client for its later tasks: their submissions never reach
+    the scheduler. Tasks that cancel while others call ``get_client()`` for
+    the first time meet it.
+    """
+    workers = list(client.scheduler_info()["workers"])
+    client.gather([client.submit(_worker_client_id, workers=[w], pure=False) for w in workers])
 
 
 def inc(x):

@@ -10,7 +10,16 @@ import typing
 
 import pytest
 from distributed import Client, Event, Future, get_client, wait
-from helpers import fail, in_thread, inc, keys_left, wait_event, wait_forgotten, watch_forgotten
+from helpers import (
+    connect_worker_clients,
+    fail,
+    in_thread,
+    inc,
+    keys_left,
+    wait_event,
+    wait_forgotten,
+    watch_forgotten,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import containers, done, same_types, snapshot, swap_leaves
@@ -316,6 +325,7 @@ def consume_or_say_why(values):
 
 
 def test_hand_off_under_churn(client):
+    connect_worker_clients(client)  # producers cancel while the first ones connect
     producers = client.map(produce_ten, range(1_000), pure=False)
     rng = random.Random(0)
     # A tenth of the carriers are released before anyone takes their children over.
