@@ -11,7 +11,7 @@ import dask.array as da
 import dask.bag as db
 import numpy as np
 import pytest
-from distributed import Client, Future, LocalCluster, get_client
+from distributed import Client, Future, LocalCluster, get_client, get_worker
 from helpers import bounded, fail, failed, inc, wait_forgotten, watch_forgotten
 
 import unnest
@@ -221,14 +221,14 @@ def returns_delayed(i):
 
 
 @contextlib.contextmanager
-def counting(client, name):
-    """Record the first argument's length of each call of ``client.<name>``."""
+def counting(client, name, arg=0):
+    """Record the length of argument ``arg`` of each call of ``client.<name>``."""
     calls = []
     original = getattr(client, name)
 
-    def count(arg, *args, **kwargs):
-        calls.append(len(arg))
-        return original(arg, *args, **kwargs)
+    def count(*args, **kwargs):
+        calls.append(len(args[arg]))
+        return original(*args, **kwargs)
 
     setattr(client, name, count)
     try:
@@ -253,12 +253,59 @@ def test_finished_futures_are_fetched_in_chunks(client):
 @pytest.mark.timeout(60)
 def test_delayed_found_in_one_fetched_batch_are_submitted_together(client):
     # Finished before unwrap starts: their values (Delayed) arrive in one
-    # batch and are computed by one client.compute, not one each.
+    # batch and are submitted as one graph (Client.get), not one each.
     outer = client.map(returns_delayed, range(30), pure=False)
     client.gather(outer, direct=False)  # Delayed values travel fine; just wait
-    with counting(client, "compute") as computes:
+    with counting(client, "get", arg=1) as submissions, counting(client, "compute") as computes:
         assert unnest.unwrap(outer) == [i + 1 for i in range(30)]
-    assert computes == [30]
+    assert submissions == [30] and computes == []
+
+
+def where_am_i(_):
+    return get_worker().address
+
+
+def returns_pinned_delayed(address):
+    """A task whose value is a Delayed annotated to run on ``address``."""
+    with dask.annotate(workers=[address], allow_other_workers=False):
+        return dask.delayed(where_am_i)(None)
+
+
+@pytest.mark.timeout(60)
+def test_delayed_submitted_as_one_graph_keep_what_dask_compute_keeps(client):
+    workers = sorted(client.scheduler_info()["workers"])
+    future = client.submit(inc, 41, pure=False)
+    x = da.arange(6, chunks=2)
+    chunk = x.to_delayed()[1]  # its graph holds the whole array
+    same = dask.delayed(inc)(1, dask_key_name="the-same-key")
+    again = dask.delayed(inc)(1, dask_key_name="the-same-key")  # another object, one key
+    with counting(client, "get", arg=1) as submissions:
+        result = unnest.unwrap(
+            {
+                "future inside": dask.delayed(inc)(future),
+                "chunk": chunk,
+                "same": [same, again],
+                # Annotations made where the Delayed is built, inside a task.
+                "pinned": [client.submit(returns_pinned_delayed, w, pure=False) for w in workers],
+            }
+        )
+    assert result["future inside"] == 43
+    np.testing.assert_array_equal(result["chunk"], [2, 3])
+    assert result["same"] == [2, 2]
+    assert result["pinned"] == workers
+    assert sum(submissions) == 6  # one key each, "the-same-key" twice
+    assert future.status == "finished"  # the user's future is used, not taken
+
+
+@pytest.mark.timeout(60)
+def test_delayed_with_fusing_configured_go_through_client_compute(client):
+    with (
+        dask.config.set({"optimization.fuse.delayed": True}),
+        counting(client, "compute") as computes,
+        counting(client, "get", arg=1) as submissions,
+    ):
+        assert unnest.unwrap([dask.delayed(inc)(dask.delayed(inc)(1))]) == [3]
+    assert computes == [1] and submissions == []
 
 
 # -- Errors ------------------------------------------------------------------------
