@@ -189,17 +189,17 @@ def test_finished_futures_are_fetched_in_one_batch(client):
     client.gather(futures)
     nested = {"a": [{"f": f} for f in futures[:150]], "b": tuple(futures[150:])}
     gathers = []
-    original = client._gather
+    original = client.scheduler.gather
 
-    async def counting_gather(*args, **kwargs):
-        gathers.append(len(args[0]))
-        return await original(*args, **kwargs)
+    async def counting_gather(*args, keys, **kwargs):
+        gathers.append(len(keys))
+        return await original(*args, keys=keys, **kwargs)
 
-    client._gather = counting_gather
+    client.scheduler.gather = counting_gather  # the request the values come by
     try:
         result = unnest.unwrap(nested)
     finally:
-        del client._gather
+        del client.scheduler.gather
     assert result["a"][0] == {"f": 1} and result["b"][-1] == 300
     assert gathers == [300]
 

@@ -222,12 +222,13 @@ def returns_delayed(i):
 
 @contextlib.contextmanager
 def counting(client, name, arg=0):
-    """Record the length of argument ``arg`` of each call of ``client.<name>``."""
+    """Record the length of argument ``arg`` (a position or a keyword) of each
+    call of ``client.<name>``."""
     calls = []
     original = getattr(client, name)
 
     def count(*args, **kwargs):
-        calls.append(len(args[arg]))
+        calls.append(len(kwargs[arg] if isinstance(arg, str) else args[arg]))
         return original(*args, **kwargs)
 
     setattr(client, name, count)
@@ -244,10 +245,23 @@ def test_finished_futures_are_fetched_in_chunks(client):
     count = 2 * FETCH_CHUNK + 7
     futures = client.map(inc, range(count), pure=False)
     client.gather(futures)
-    with counting(client, "_gather") as gathers:
+    with counting(client.scheduler, "gather", arg="keys") as gathers:
         result = unnest.unwrap({"fs": [[f] for f in futures]})
     assert result == {"fs": [[i + 1] for i in range(count)]}
     assert sorted(gathers) == [7, FETCH_CHUNK, FETCH_CHUNK]
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_gathers_from_workers_directly_still_does(cluster):
+    with Client(cluster, direct_to_workers=True) as direct:
+        futures = direct.map(inc, range(50), pure=False)
+        direct.gather(futures)
+        with (
+            counting(direct.scheduler, "gather", arg="keys") as via_scheduler,
+            counting(direct, "_gather") as gathers,
+        ):
+            assert unnest.unwrap({"fs": futures}) == {"fs": list(range(1, 51))}
+        assert via_scheduler == [] and gathers == [50]
 
 
 @pytest.mark.timeout(60)
