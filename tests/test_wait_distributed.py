@@ -11,6 +11,7 @@ import dask.array as da
 import dask.bag as db
 import numpy as np
 import pytest
+from dask.delayed import Delayed
 from distributed import Client, Future, LocalCluster, get_client, get_worker
 from helpers import bounded, fail, failed, inc, wait_forgotten, watch_forgotten
 
@@ -293,12 +294,15 @@ def test_delayed_submitted_as_one_graph_keep_what_dask_compute_keeps(client):
     chunk = x.to_delayed()[1]  # its graph holds the whole array
     same = dask.delayed(inc)(1, dask_key_name="the-same-key")
     again = dask.delayed(inc)(1, dask_key_name="the-same-key")  # another object, one key
+    # A Delayed made by hand on a plain dict of old-style tasks.
+    raw = Delayed("raw-graph-key", {"raw-graph-key": (inc, 1), "unused": (fail, 0)})
     with counting(client, "get", arg=1) as submissions:
         result = unnest.unwrap(
             {
                 "future inside": dask.delayed(inc)(future),
                 "chunk": chunk,
                 "same": [same, again],
+                "raw": raw,
                 # Annotations made where the Delayed is built, inside a task.
                 "pinned": [client.submit(returns_pinned_delayed, w, pure=False) for w in workers],
             }
@@ -306,8 +310,9 @@ def test_delayed_submitted_as_one_graph_keep_what_dask_compute_keeps(client):
     assert result["future inside"] == 43
     np.testing.assert_array_equal(result["chunk"], [2, 3])
     assert result["same"] == [2, 2]
+    assert result["raw"] == 2
     assert result["pinned"] == workers
-    assert sum(submissions) == 6  # one key each, "the-same-key" twice
+    assert sum(submissions) == 7  # one key each, "the-same-key" twice
     assert future.status == "finished"  # the user's future is used, not taken
 
 
