@@ -119,6 +119,24 @@ def connect_worker_clients(client):
     client.gather([client.submit(_worker_client_id, workers=[w], pure=False) for w in workers])
 
 
+@contextlib.contextmanager
+def counting(client, name, arg=0):
+    """Record the length of argument ``arg`` (a position or a keyword) of each
+    call of ``client.<name>``."""
+    calls = []
+    original = getattr(client, name)
+
+    def count(*args, **kwargs):
+        calls.append(len(kwargs[arg] if isinstance(arg, str) else args[arg]))
+        return original(*args, **kwargs)
+
+    setattr(client, name, count)
+    try:
+        yield calls
+    finally:
+        delattr(client, name)
+
+
 def inc(x):
     return x + 1
 

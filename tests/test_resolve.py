@@ -16,7 +16,7 @@ from distributed import Client, Event, Future, LocalCluster, get_client, secede
 from distributed.client import FutureCancelledError
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils_test import gen_cluster
-from helpers import fail, inc, wait_event
+from helpers import counting, fail, inc, wait_event
 
 import unnest
 import unnest._runtime
@@ -188,18 +188,9 @@ def test_finished_futures_are_fetched_in_one_batch(client):
     futures = client.map(inc, range(300))
     client.gather(futures)
     nested = {"a": [{"f": f} for f in futures[:150]], "b": tuple(futures[150:])}
-    gathers = []
-    original = client.scheduler.gather
-
-    async def counting_gather(*args, keys, **kwargs):
-        gathers.append(len(keys))
-        return await original(*args, keys=keys, **kwargs)
-
-    client.scheduler.gather = counting_gather  # the request the values come by
-    try:
+    # The scheduler request the values come by.
+    with counting(client.scheduler, "gather", arg="keys") as gathers:
         result = unnest.unwrap(nested)
-    finally:
-        del client.scheduler.gather
     assert result["a"][0] == {"f": 1} and result["b"][-1] == 300
     assert gathers == [300]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from dask.delayed import Delayed
 from distributed import Client, Future, LocalCluster, get_client, get_worker
-from helpers import bounded, fail, failed, inc, wait_forgotten, watch_forgotten
+from helpers import bounded, counting, fail, failed, inc, wait_forgotten, watch_forgotten
 
 import unnest
 
@@ -219,24 +219,6 @@ def test_collections_on_a_local_scheduler_chosen_while_a_client_is_active(client
 def returns_delayed(i):
     """A task whose value is a Delayed."""
     return dask.delayed(inc)(i)
-
-
-@contextlib.contextmanager
-def counting(client, name, arg=0):
-    """Record the length of argument ``arg`` (a position or a keyword) of each
-    call of ``client.<name>``."""
-    calls = []
-    original = getattr(client, name)
-
-    def count(*args, **kwargs):
-        calls.append(len(kwargs[arg] if isinstance(arg, str) else args[arg]))
-        return original(*args, **kwargs)
-
-    setattr(client, name, count)
-    try:
-        yield calls
-    finally:
-        delattr(client, name)
 
 
 @pytest.mark.timeout(60)
