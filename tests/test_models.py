@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import dataclasses
+import functools
 import pickle
 import subprocess
 import sys
@@ -322,6 +323,41 @@ def test_attrs_errors_name_the_field():
 
 
 # -- Registration ---------------------------------------------------------------------
+
+
+@attr.s(frozen=True, hash=True, cache_hash=True)
+class CachedHash:
+    value = attr.ib()
+
+
+@attr.s(frozen=True, hash=True, cache_hash=True, slots=True)
+class SlottedCachedHash:
+    value = attr.ib()
+
+
+@pytest.mark.parametrize("cls", [CachedHash, SlottedCachedHash])
+def test_attrs_cached_hash_is_the_resolved_objects_not_the_placeholders(cls):
+    # Issue 17, bug 4: the rebuilt key kept the hash cached from the
+    # placeholder, so the resolved dict could not find cls(42).
+    key = cls(done(42))
+    hash(key)  # cached now, from the future
+    result = unnest.unwrap({key: "v"})
+    assert result[cls(42)] == "v"
+    assert hash(next(iter(result))) == hash(cls(42))
+
+
+class WithCachedProperty(BaseModel):
+    a: Any
+
+    @functools.cached_property
+    def shown(self) -> str:
+        return f"a is {self.a!r}"
+
+
+def test_pydantic_cached_property_is_not_carried_over():
+    model = WithCachedProperty(a=done(1))
+    assert model.shown.startswith("a is <Future")
+    assert unnest.unwrap(model).shown == "a is 1"
 
 
 def test_a_users_own_registration_wins():

@@ -4,6 +4,7 @@ import collections
 import concurrent.futures
 import copy
 import dataclasses
+import functools
 import gc
 import weakref
 
@@ -227,6 +228,156 @@ def test_broken_flatten_is_reported_with_its_place():
     unnest.register_container(Broken, flatten)
     with pytest.raises(TypeError, match=r"cannot take apart the Broken at obj\[1\]"):
         unnest.unwrap([0, Broken()])
+
+
+class Record:
+    pass
+
+
+@dataclasses.dataclass
+class RecordRow(Record):
+    value: object
+
+
+class RecordPoint(Record, collections.namedtuple("RecordPointBase", "x y")):
+    __slots__ = ()
+
+
+def test_a_registered_base_covers_dataclass_and_namedtuple_subclasses():
+    # Issue 17, bug 3: the built-in dataclass and namedtuple rules won over a
+    # registration of their base, though subclasses are promised the base's.
+    seen = []
+
+    def flatten(obj):
+        seen.append(type(obj))
+        children = list(obj) if isinstance(obj, tuple) else [obj.value]
+        return children, lambda values: ("rebuilt", type(obj).__name__, values)
+
+    unnest.register_container(Record, flatten)
+    assert unnest.unwrap(RecordRow(done(1))) == ("rebuilt", "RecordRow", [1])
+    assert unnest.unwrap(RecordPoint(done(1), 2)) == ("rebuilt", "RecordPoint", [1, 2])
+    assert seen == [RecordRow, RecordPoint]
+
+
+class Unreadable(list):
+    """A list subclass whose own ways of being read all raise."""
+
+    def __iter__(self):
+        raise RuntimeError("no iteration here")
+
+    def __getitem__(self, i):
+        raise RuntimeError("no indexing here")
+
+    def __len__(self):
+        raise RuntimeError("no len here")
+
+
+class UnreadableDict(dict):
+    def __iter__(self):
+        raise RuntimeError("no iteration here")
+
+    def values(self):
+        raise RuntimeError("no values here")
+
+
+def test_builtin_subclasses_are_taken_apart_by_the_builtin_not_their_own_code():
+    # Issue 17, bug 8: a list subclass whose __iter__ raises gave an error
+    # naming no place, from the walk iterating it outside the named step. A
+    # builtin subclass is taken apart as it is rebuilt, by the builtin's own
+    # methods, so its overrides never run.
+    rows = Unreadable([done(1), 2])
+    result = unnest.unwrap({"rows": [0, rows]})
+    assert type(result["rows"][1]) is Unreadable
+    assert list.copy(result["rows"][1]) == [1, 2]
+    table = UnreadableDict(a=done(1))
+    assert dict.copy(unnest.unwrap(table)) == {"a": 1}
+
+
+class Rows:
+    def __init__(self, rows):
+        self.rows = rows
+
+
+class RaisingSequence:
+    def __iter__(self):
+        raise RuntimeError("no iteration here")
+
+
+def test_children_a_registered_flatten_returns_are_read_at_a_named_place():
+    # The class of bug 8: whatever user code raises while the walk reads a
+    # container names the container's place.
+    unnest.register_container(Rows, lambda obj: (RaisingSequence(), Rows))
+    with pytest.raises(TypeError, match=r"cannot take apart the Rows at obj\['rows'\]\[1\]"):
+        unnest.unwrap({"rows": [0, Rows([done(1)])]})
+    unnest.register_container(Rows, lambda obj: obj.rows)  # not (children, rebuild)
+    with pytest.raises(TypeError, match=r"at obj\[0\]: .*must return \(children, rebuild\)"):
+        unnest.unwrap([Rows([done(1)])])
+
+
+# -- Rebuilds write only into objects they made --------------------------------------
+
+
+@dataclasses.dataclass
+class CopiesToItself:
+    value: object
+
+    def __copy__(self):
+        return self
+
+
+@dataclasses.dataclass
+class ReducesToAGlobal:
+    value: object
+
+    def __reduce__(self):
+        return "A_GLOBAL"
+
+
+A_GLOBAL = ReducesToAGlobal(None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlottedCopiesToItself:
+    __slots__ = ("value",)
+    value: object
+
+    def __copy__(self):
+        return self
+
+
+@pytest.mark.parametrize(
+    "make",
+    [CopiesToItself, SlottedCopiesToItself, lambda f: A_GLOBAL.__init__(f) or A_GLOBAL],
+    ids=["copy-returns-self", "slotted", "reduce-to-a-global"],
+)
+def test_a_rebuild_never_writes_into_the_input(make):
+    # Issue 17, bug 2: dataclasses were rebuilt by copy.copy, which these
+    # classes answer with the input itself; the resolved value was then
+    # written into the user's object.
+    future = done(5)
+    obj = make(future)
+    result = unnest.unwrap({"x": obj})
+    assert result["x"] is not obj and result["x"].value == 5
+    assert obj.value is future
+
+
+@dataclasses.dataclass
+class Described:
+    value: object
+
+    @functools.cached_property
+    def described(self):
+        return f"value {self.value!r}"
+
+
+def test_cached_properties_of_the_placeholder_do_not_survive_a_rebuild():
+    # Issue 17, bug 4: a value derived from the placeholder, cached on the
+    # instance, came back on the rebuilt object.
+    obj = Described(done(3))
+    assert obj.described.startswith("value <Future")
+    result = unnest.unwrap([obj])[0]
+    assert result.described == "value 3"
+    assert obj.described.startswith("value <Future")  # the input keeps its own
 
 
 @given(st.lists(st.integers(), max_size=20))

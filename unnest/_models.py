@@ -13,9 +13,10 @@ dataclasses and take the dataclass path of :mod:`unnest.traverse`.
 
 Rebuilding runs none of the class's code -- no ``__init__``, validator,
 ``__attrs_post_init__``, ``on_setattr`` hook, ``__getattribute__`` or
-property: a blank instance from the first built-in base's ``__new__`` gets the
+property: :func:`unnest._instances.copy_instance` gives a new instance the
 original's state, read and written where it is stored (the instance
-``__dict__`` or the slot), with the changed fields replaced. So a pydantic
+``__dict__`` or the slot), with the changed fields replaced and derived
+state (cached properties, attrs' hash cache) dropped. So a pydantic
 model keeps its private attributes (a shallow copy of them),
 ``model_fields_set`` (a field unset in the input stays unset), the values of
 its default-factory fields and its frozen-ness; validators are not run on the
@@ -24,73 +25,11 @@ resolved values (the values the model was validated with were placeholders).
 
 from __future__ import annotations
 
-import contextlib
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from unnest._instances import MISSING, copy_instance, read
 from unnest.traverse import Container, register_builtin, register_lazy
-
-_MISSING = object()
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
-
-
-def _slot(cls: type, name: str) -> Any:
-    """The slot descriptor that stores ``name`` on ``cls``'s instances, or None.
-
-    Looked up past properties or other descriptors of the same name.
-    """
-    for klass in cls.__mro__:
-        found = vars(klass).get(name)
-        if type(found) is types.MemberDescriptorType:
-            return found
-    return None
-
-
-def _read(obj: Any, name: str) -> Any:
-    """``obj.name`` as stored (slot or ``__dict__``), or ``_MISSING``."""
-    slot = _slot(type(obj), name)
-    try:
-        if slot is not None:
-            return slot.__get__(obj, type(obj))
-        return object.__getattribute__(obj, "__dict__")[name]
-    except (AttributeError, KeyError):
-        return _MISSING
-
-
-def _blank(cls: type) -> Any:
-    """An instance of ``cls`` made by its first built-in base's ``__new__``."""
-    for base in cls.__mro__:
-        if not base.__flags__ & _HEAPTYPE:
-            return base.__new__(cls)  # type: ignore[call-overload]
-    raise TypeError(f"{cls.__name__} has no built-in base")  # pragma: no cover
-
-
-def _copy(obj: Any, changes: dict[str, Any]) -> Any:
-    """A copy of ``obj`` made without its code, with ``changes`` to its attributes."""
-    cls = type(obj)
-    new = _blank(cls)
-    try:
-        state = object.__getattribute__(obj, "__dict__")
-    except AttributeError:
-        state = None  # slots only
-    if state is not None:
-        object.__setattr__(new, "__dict__", dict(state))
-    seen = set()
-    for klass in cls.__mro__:
-        for name, found in vars(klass).items():
-            if type(found) is types.MemberDescriptorType and name not in seen:
-                seen.add(name)
-                with contextlib.suppress(AttributeError):  # an unset slot stays unset
-                    found.__set__(new, found.__get__(obj, cls))
-    for name, value in changes.items():
-        slot = _slot(cls, name)
-        if slot is not None:
-            slot.__set__(new, value)
-        else:
-            object.__getattribute__(new, "__dict__")[name] = value
-    return new
-
 
 # pydantic ---------------------------------------------------------------------
 
@@ -123,8 +62,7 @@ def _register_pydantic() -> None:
         n = len(names)
 
         def rebuild(values: list[Any]) -> Any:
-            new = _copy(obj, {})
-            object.__getattribute__(new, "__dict__").update(zip(names, values[:n]))
+            new = copy_instance(obj, dict(zip(names, values[:n])))
             if extra:
                 extra_slot.__set__(new, dict(zip(extra, values[n:])))
             for slot in (fields_set_slot, private_slot):
@@ -161,15 +99,15 @@ def _register_attrs() -> None:
     def present(obj: Any) -> tuple[list[str], list[Any]]:
         names, values = [], []
         for field in attr.fields(type(obj)):
-            value = _read(obj, field.name)
-            if value is not _MISSING:
+            value = read(obj, field.name)
+            if value is not MISSING:
                 names.append(field.name)
                 values.append(value)
         return names, values
 
     def flatten(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
         names, values = present(obj)
-        return values, lambda new: _copy(obj, dict(zip(names, new)))
+        return values, lambda new: copy_instance(obj, dict(zip(names, new)))
 
     def label(obj: Any, i: int) -> str:
         return f".{present(obj)[0][i]}"

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import copy
-import copyreg
 import dataclasses
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
+
+from unnest._instances import copy_instance
 
 __all__ = ["Key", "opaque", "register_container"]
 
@@ -103,7 +103,11 @@ CFUTURE = "concurrent"  # concurrent.futures.Future
 COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
 OPAQUE = "opaque"  # unnest.opaque: replaced by what it wraps, never entered
 
-_registry: dict[type, Container] = {}
+# Containers by class: the user's (register_container) and unnest's own
+# (register_builtin). The user's win, for the class and its subclasses, over
+# every built-in rule (namedtuples, dataclasses, the builtins, the models).
+_user: dict[type, Container] = {}
+_builtin: dict[type, Container] = {}
 # Support for optional libraries (pydantic, attrs; see unnest._models), set up
 # by the first classification that finds the library imported -- none of its
 # classes can exist before -- so importing unnest imports neither. Module name
@@ -192,7 +196,10 @@ def register_container(
     ``obj``. ``rebuild`` is only called when a child changed, so an object
     with nothing to resolve comes back as itself. ``flatten`` must not modify
     ``obj``. Registering a class also covers its subclasses unless they are
-    registered themselves.
+    registered themselves -- dataclasses, namedtuples and models among them:
+    your registration wins over unnest's built-in rules. An error raised by
+    ``flatten``, by iterating its children or by ``rebuild`` is raised with
+    the container's place (``obj['rows'][1]``).
 
     Parameters
     ----------
@@ -231,7 +238,7 @@ def register_container(
     def register(func: Flatten) -> Flatten:
         if not callable(func):
             raise TypeError(f"`flatten` must be callable, got {func!r}")
-        _registry[cls] = Container(func, label or _index_label)
+        _user[cls] = Container(_checked(func), label or _index_label)
         _kinds.clear()
         _heap_kinds.clear()
         return func
@@ -239,6 +246,31 @@ def register_container(
     if flatten is None:
         return register
     return register(flatten)
+
+
+def _checked(flatten: Flatten) -> Flatten:
+    """A user's ``flatten``, whose children the walk can index without user code.
+
+    The children become a plain list once, here, where an error (an
+    ``__iter__`` that raises, a wrong return value) is raised inside the
+    walk's call of ``flatten``, which names the container's place.
+    """
+
+    def checked(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+        out = flatten(obj)
+        try:
+            children, rebuild = out
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"flatten() must return (children, rebuild), got {type(out).__name__}"
+            ) from None
+        if not callable(rebuild):
+            raise TypeError(f"the rebuild flatten() returned is not callable: {rebuild!r}")
+        if type(children) is not list and type(children) is not tuple:
+            children = list(children)
+        return children, rebuild
+
+    return checked
 
 
 def register_lazy(module: str, register: Callable[[], None]) -> None:
@@ -249,12 +281,9 @@ def register_lazy(module: str, register: Callable[[], None]) -> None:
 
 
 def register_builtin(cls: type | Callable[[type], bool], container: Container) -> None:
-    """Built-in support for ``cls`` (or the types passing a test), below the user's.
-
-    A class the user registered already keeps the user's container.
-    """
+    """Built-in support for ``cls`` (or the types passing a test), below the user's."""
     if isinstance(cls, type):
-        _registry.setdefault(cls, container)
+        _builtin[cls] = container
     else:
         _tests.append((cls, container))
     _kinds.clear()
@@ -298,10 +327,13 @@ def kind_of(tp: type) -> Any:
 def _classify(tp: type) -> Any:
     if _lazy:
         _load_lazy()
-    if tp in _registry:
-        return _registry[tp]
     if issubclass(tp, opaque):
         return OPAQUE
+    mro = tp.__mro__
+    if _user:
+        for base in mro:  # the nearest registered class
+            if base in _user:
+                return _user[base]
     # A Future instance can only exist once distributed is imported, so this
     # check never imports it (import time matters to users of unnest).
     dist = sys.modules.get("distributed.client")
@@ -317,9 +349,9 @@ def _classify(tp: type) -> Any:
         return _NAMEDTUPLE
     if dataclasses.is_dataclass(tp):
         return _DATACLASS
-    for base in tp.__mro__[1:]:
-        if base in _registry:
-            return _registry[base]
+    for base in mro:
+        if base in _builtin:
+            return _builtin[base]
     for test, container in _tests:
         if test(tp):
             return container
@@ -345,15 +377,8 @@ def _identity(values: list[Any]) -> list[Any]:
 
 def _copy_state(obj: Any, new: Any) -> Any:
     """Give ``new`` the instance attributes of ``obj``; return ``new``."""
-    state = getattr(obj, "__dict__", None)
-    if state:
-        new.__dict__.update(state)
-    for name in copyreg._slotnames(type(obj)):  # type: ignore[attr-defined]
-        if name in ("__dict__", "__weakref__"):
-            continue
-        value = getattr(obj, name, _MISSING)
-        if value is not _MISSING:
-            object.__setattr__(new, name, value)
+    if type(obj).__flags__ & _HEAPTYPE:
+        return copy_instance(obj, {}, new)
     return new
 
 
@@ -366,7 +391,10 @@ def _flatten_list(obj: list[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], 
         list.extend(new, values)
         return _copy_state(obj, new)
 
-    return obj, rebuild
+    # Taken apart by the base's own method, as it is rebuilt: a subclass's
+    # __iter__ or __getitem__ is never called (one that raised left its error
+    # without a place, where the walk iterated the container later).
+    return list.copy(obj), rebuild
 
 
 def _flatten_tuple(obj: tuple[Any, ...]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
@@ -376,7 +404,7 @@ def _flatten_tuple(obj: tuple[Any, ...]) -> tuple[Sequence[Any], Callable[[list[
     def rebuild(values: list[Any]) -> Any:
         return _copy_state(obj, tuple.__new__(type(obj), values))
 
-    return obj, rebuild
+    return tuple.__getitem__(obj, slice(None)), rebuild  # a plain tuple
 
 
 def _flatten_namedtuple(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
@@ -384,7 +412,7 @@ def _flatten_namedtuple(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], 
     # the attributes of a subclass that has a __dict__.
     cls = type(obj)
     if not hasattr(obj, "__dict__"):
-        return obj, lambda values: tuple.__new__(cls, values)
+        return tuple.__getitem__(obj, slice(None)), lambda values: tuple.__new__(cls, values)
     return _flatten_tuple(obj)
 
 
@@ -408,9 +436,11 @@ def _rebuild_dict(values: list[Any]) -> dict[Any, Any]:
 
 def _flatten_dict(obj: dict[Any, Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
     # Keys first, then values: a key that is itself resolvable is resolved too.
-    keys = list(obj)
+    # Read through dict's own views: a subclass's __iter__ or values() never
+    # runs (see _flatten_list).
+    keys = list(dict.keys(obj))
     n = len(keys)
-    children = keys + list(obj.values())
+    children = keys + list(dict.values(obj))
     if type(obj) is dict:
         return children, _rebuild_dict
 
@@ -428,19 +458,24 @@ def _flatten_dict(obj: dict[Any, Any]) -> tuple[Sequence[Any], Callable[[list[An
 
 
 def _dict_keys(obj: dict[Any, Any]) -> list[Any]:
-    keys = list(obj)
+    keys = list(dict.keys(obj))
     return [Key(k) for k in keys] + keys
 
 
 def _dict_label(obj: dict[Any, Any], i: int) -> str:
-    keys = list(obj)
+    keys = list(dict.keys(obj))
     if i < len(keys):
         return f".keys()[{i}]"
     return f"[{keys[i - len(keys)]!r}]"
 
 
+def _members(obj: Any) -> list[Any]:
+    """A set's or frozenset's members, by the builtin's own iterator."""
+    return list(set.__iter__(obj) if isinstance(obj, set) else frozenset.__iter__(obj))
+
+
 def _flatten_set(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
-    children = list(obj)
+    children = _members(obj)
     cls = type(obj)
     if cls is set or cls is frozenset:
         return children, cls
@@ -460,7 +495,7 @@ def _flatten_set(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
 
 
 def _set_keys(obj: Any) -> list[Any]:
-    return list(obj)  # a member is its own key (the order of _flatten_set)
+    return _members(obj)  # a member is its own key (the order of _flatten_set)
 
 
 def _set_label(obj: Any, i: int) -> str:
@@ -468,7 +503,7 @@ def _set_label(obj: Any, i: int) -> str:
 
 
 def _flatten_deque(obj: collections.deque[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
-    children = list(obj)
+    children = list(collections.deque.__iter__(obj))
     if type(obj) is collections.deque:
         return children, lambda values: collections.deque(values, maxlen=obj.maxlen)
 
@@ -482,8 +517,8 @@ def _flatten_deque(obj: collections.deque[Any]) -> tuple[Sequence[Any], Callable
 
 def _flatten_dataclass(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
     # Every field, init=False ones included; a field that was never assigned
-    # is skipped. Rebuilt by copy + object.__setattr__, which works for frozen
-    # dataclasses and never calls a custom __init__ or __post_init__.
+    # is skipped. Rebuilt by copy_instance: frozen dataclasses too, and none
+    # of the class's code (__init__, __post_init__, __copy__) runs.
     names = []
     children = []
     for field in dataclasses.fields(obj):
@@ -493,10 +528,7 @@ def _flatten_dataclass(obj: Any) -> tuple[Sequence[Any], Callable[[list[Any]], A
             children.append(value)
 
     def rebuild(values: list[Any]) -> Any:
-        new = copy.copy(obj)
-        for name, value in zip(names, values):
-            object.__setattr__(new, name, value)
-        return new
+        return copy_instance(obj, dict(zip(names, values)))
 
     return children, rebuild
 
