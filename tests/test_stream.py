@@ -529,3 +529,53 @@ def test_concurrent_futures_without_a_client_stop_cleanly():
 
 async def _our_tasks_now():
     return our_tasks()
+
+
+# -- closed from elsewhere while an iteration waits (issue 17, bug 1) ---------------
+
+
+def test_close_from_another_thread_ends_a_waiting_next_with_stop_iteration(mp_client):
+    tag = tagged()
+    mine = mp_client.submit(hold, f"{tag}-mine", "mine", pure=False)
+    waiting = threading.Event()
+    # A progress callable is called in the iterating thread while next() waits.
+    stream = unnest.as_resolved({"mine": mine}, progress=lambda *_: waiting.set())
+    consumer = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        outcome = consumer.submit(next, stream, "exhausted")
+        assert waiting.wait(30)
+        stream.close()
+        # The default of next(): StopIteration, not unnest.stream._Closed.
+        assert outcome.result(timeout=30) == "exhausted"
+        assert unnest_tasks(mp_client) == []
+        assert mine.status == "pending"  # the user's own future is not cancelled
+    finally:
+        release(mp_client, f"{tag}-mine")
+        consumer.shutdown()
+    assert mine.result(timeout=10) == "mine"
+
+
+def test_aclose_from_another_task_ends_a_waiting_anext_with_stop_async_iteration(mp_cluster):
+    tag = tagged()
+
+    async def test(c):
+        mine = c.submit(hold, f"{tag}-mine", "mine", pure=False)
+        stream = unnest.as_resolved_async({"mine": [mine]})
+        entered = asyncio.Event()
+
+        async def consume():
+            entered.set()
+            return [pair async for pair in stream]
+
+        consumer = asyncio.ensure_future(consume())
+        try:
+            await entered.wait()  # the consumer now waits in __anext__
+            await stream.aclose()
+            assert await consumer == []
+            assert our_tasks() == []
+            assert mine.status == "pending"
+        finally:
+            await Event(f"{tag}-mine", client=c).set()
+        return await mine
+
+    assert asynchronously(mp_cluster, test) == "mine"

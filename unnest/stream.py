@@ -67,6 +67,17 @@ class _Closed(Exception):
     """Ends the call of a stream closed early (never raised to the user)."""
 
 
+# Put on a stream's queue by close()/aclose(), from wherever they are called:
+# an iteration waiting for its next item ends at once (StopIteration), not
+# when the call's cleanup is done -- and never with the call's _Closed.
+_CLOSED = object()
+
+
+def _is_end(item: Any) -> bool:
+    """Does ``item`` end the iteration: the close marker, or the call's outcome?"""
+    return item is _CLOSED or type(item) is list
+
+
 # ---------------------------------------------------------------------------
 # Places and paths
 
@@ -244,6 +255,24 @@ class _Stream:
         if call is not None and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the call is over
                 loop.call_soon_threadsafe(call.end, _Closed())
+        self._wake()
+
+    def _wake(self) -> None:
+        """Put the close marker on the queue, for an iteration waiting on it."""
+        raise NotImplementedError
+
+    def _end(self, item: Any) -> None:
+        """The iteration's end: ``item`` is the close marker or the call's outcome.
+
+        Raises the call's error, if it ended with one that is not a close.
+        """
+        self._ended()
+        if item is _CLOSED:
+            return
+        if isinstance(item[1], _Closed):
+            item.clear()
+            return
+        _deliver(item)
 
     def _ended(self) -> None:
         """The call has ended by itself (its outcome is on hand): drop it."""
@@ -266,13 +295,17 @@ class AsResolved(_Stream):
         if self._state is not RUNNING:
             raise StopIteration
         item = self._get()
-        if type(item) is list:  # the call's outcome: the end
-            self._ended()
+        if _is_end(item):
             if self._report is not None:
                 self._report.close()
-            _deliver(item)
+            self._end(item)
             raise StopIteration
         return self._item(item)
+
+    def _wake(self) -> None:
+        q = getattr(self, "_queue", None)
+        if q is not None:
+            q.put(_CLOSED)
 
     def _start(self) -> None:
         assert self._args is not None
@@ -312,7 +345,7 @@ class AsResolved(_Stream):
                         except queue.Empty:
                             assert report is not None
                             report.tick()
-            if report is not None and type(item) is not list:
+            if report is not None and not _is_end(item):
                 report.tick()
         except BaseException:
             # Ctrl-C while waiting, or a progress callable that raised.
@@ -378,12 +411,22 @@ class AsResolvedAsync(_Stream):
         except BaseException:  # cancelled while waiting: the iteration ends
             await self.aclose()
             raise
-        if type(item) is list:  # the call's outcome: the end
-            self._ended()
+        if _is_end(item):
             await self._close_ticker()
-            _deliver(item)
+            self._end(item)
             raise StopAsyncIteration
         return self._item(item)
+
+    _here: asyncio.AbstractEventLoop | None = None  # the consumer's loop
+
+    def _wake(self) -> None:
+        q, here = getattr(self, "_queue", None), self._here
+        if q is None or here is None:
+            return
+        if in_loop_thread(here):
+            q.put_nowait(_CLOSED)
+        else:  # collected in another thread
+            _put_from_elsewhere(here, q)(_CLOSED)
 
     async def _start(self) -> None:
         begun = self._begin()
@@ -392,7 +435,7 @@ class AsResolvedAsync(_Stream):
                 await self._report.afinish(self._report.graph)
             return
         call, watched = begun
-        here = asyncio.get_running_loop()
+        here = self._here = asyncio.get_running_loop()
         loop = call.target_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         if loop is None or loop is here:
