@@ -2,6 +2,7 @@
 
 import contextlib
 import gc
+import logging
 import threading
 import time
 import traceback
@@ -330,3 +331,107 @@ def test_an_erred_future_is_not_pinned_by_the_error_unwrap_raised(client):
     # its traceback (through unwrap's frame, which holds the structure) kept
     # the future alive for as long as the client lived: the key never went.
     assert wait_forgotten(client, [key]) == []
+
+
+# -- one bad result, and a fetch that outlives its call (issue 17) --------------------
+
+
+def unserializable(tag):
+    return {"lock": threading.Lock(), "tag": tag}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("direct", [False, True], ids=["via-scheduler", "direct-to-workers"])
+def test_a_result_that_cannot_be_serialized_fails_at_its_own_place(cluster, direct):
+    # Issue 17, bug 5: the fetch of a chunk failed whole, without a place;
+    # return_exceptions raised; the stream yielded none of the good pairs.
+    with Client(cluster, direct_to_workers=direct) as client:
+        obj = {f"good{i}": [client.submit(inc, i)] for i in range(5)}
+        obj["bad"] = client.submit(unserializable, "x", pure=False)
+        good = {f"good{i}": [i + 1] for i in range(5)}
+        with pytest.raises(TypeError, match="Could not serialize") as info:
+            unnest.unwrap(obj)
+        assert info.value.__notes__[-1] == (
+            f"raised by the future {obj['bad'].key!r} at obj['bad']"
+        )
+        placed = unnest.unwrap(obj, return_exceptions=True)
+        assert isinstance(placed.pop("bad"), TypeError)
+        assert placed == good
+        pairs = dict(unnest.as_resolved(obj, return_exceptions=True))
+        assert isinstance(pairs.pop(("bad",)), TypeError)
+        assert pairs == {(k, 0): v[0] for k, v in good.items()}
+
+
+def _gate_gather(dask_scheduler):
+    """Hold every scheduler ``gather`` request at the door until the gate opens."""
+    import asyncio
+
+    gate = dask_scheduler._unnest_test_gate = {
+        "entered": asyncio.Event(),
+        "open": asyncio.Event(),
+        "original": dask_scheduler.handlers["gather"],
+        "errors": [],
+    }
+
+    async def gated(*args, **kwargs):
+        gate["entered"].set()
+        await gate["open"].wait()
+        return await gate["original"](*args, **kwargs)
+
+    class Errors(logging.Handler):
+        def emit(self, record):
+            gate["errors"].append(record.getMessage())
+
+    gate["handler"] = Errors(logging.ERROR)
+    logging.getLogger("distributed.scheduler").addHandler(gate["handler"])
+    dask_scheduler.handlers["gather"] = gated
+
+
+async def _gather_entered(dask_scheduler):
+    await dask_scheduler._unnest_test_gate["entered"].wait()
+
+
+def _open_gate(dask_scheduler, keys):
+    """Open the gate; say which of ``keys`` the scheduler still has."""
+    gate = dask_scheduler._unnest_test_gate
+    gate["open"].set()
+    return [key for key in keys if key in dask_scheduler.tasks]
+
+
+def _remove_gate(dask_scheduler):
+    gate = dask_scheduler.__dict__.pop("_unnest_test_gate")
+    dask_scheduler.handlers["gather"] = gate["original"]
+    logging.getLogger("distributed.scheduler").removeHandler(gate["handler"])
+    return gate["errors"]
+
+
+@pytest.mark.timeout(60)
+def test_a_fetch_in_flight_when_a_stream_closes_is_answered_before_its_keys_go(client):
+    # Issue 17, bug 10: closing a stream while a fetch was on its way
+    # released the fetched keys first; the scheduler then logged an ERROR
+    # ("Couldn't gather keys ... forgotten") for a clean early exit.
+    watch_forgotten(client)
+    computed = dask.delayed(inc, pure=False)(1)  # computed by unnest: its future is unnest's
+    stream = unnest.as_resolved({"ready": done_future(0), "computed": computed})
+    client.run_on_scheduler(_gate_gather)
+    try:
+        assert next(stream) == (("ready",), 0)
+        client.run_on_scheduler(_gather_entered)  # the fetch of `computed` is on its way
+        stream.close()
+        # The call is over, but its request is not answered: unnest's future
+        # of the key is still held (a release would have left client.futures
+        # before close() returned).
+        assert computed.key in client.futures
+        assert client.run_on_scheduler(_open_gate, keys=[computed.key]) == [computed.key]
+        assert wait_forgotten(client, [computed.key]) == []
+    finally:
+        errors = client.run_on_scheduler(_remove_gate)
+    assert errors == []
+
+
+def done_future(value):
+    import concurrent.futures
+
+    f = concurrent.futures.Future()
+    f.set_result(value)
+    return f

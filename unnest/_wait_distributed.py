@@ -125,6 +125,10 @@ class DistributedWaiter:
         self.waiting: set[Node] = set()  # nodes whose future is not resolved yet
         self.to_fetch: list[Node] = []
         self.fetchers = 0  # coroutines fetching from to_fetch
+        # Fetch requests on their way, with their keys: they outlive a call
+        # that ends meanwhile (see _request), and our futures of their keys
+        # are released only once they are answered.
+        self.requests: dict[asyncio.Task[Any], list[Any]] = {}
         self.takeovers: list[tuple[Node, Any]] = []
         self.anchors: list[Any] = []  # carriers kept until take-overs are confirmed
         self.plugin: bool | None = None  # the take-over request works
@@ -252,7 +256,25 @@ class DistributedWaiter:
 
     async def _gather(self, batch: list[Node]) -> None:
         futures = {node.future.key: node.future for node in batch if node.future is not None}
-        data = await self._values(futures)
+        try:
+            data = await self._request(futures)
+        except OSError:
+            raise  # the connection (CommClosedError is one): the whole call
+        except Exception as e:
+            # A value that cannot be serialized on its worker, or unpickled
+            # here, fails the whole request (the scheduler's gather raises).
+            # It belongs to its key alone: halve the batch until it is found,
+            # and deliver the others (issue 17: one bad result failed its
+            # chunk, without a place).
+            if len(batch) > 1:
+                half = len(batch) // 2
+                await self._gather(batch[:half])
+                await self._gather(batch[half:])
+                return
+            node = batch[0]
+            if node.future is not None and node.state is PENDING:
+                self._fail(node, e)
+            return
         graph = self.call.graph  # graph.new: placeholders found, handed on after the batch
         carriers = []
         with no_gc(), self.call.batch():
@@ -278,6 +300,26 @@ class DistributedWaiter:
             # Futures found in these values are being taken over: keep the
             # futures of the values until that is confirmed.
             self.anchors += carriers
+
+    async def _request(self, futures: dict[Any, Any]) -> dict[Any, Any]:
+        """:meth:`_values`, in a task that finishes even if the call ends first.
+
+        The scheduler goes on gathering a request whose sender stopped
+        waiting; had the call's end released its keys meanwhile, the
+        scheduler would log an ERROR ("Couldn't gather keys ... forgotten")
+        in the user's logs for a clean early exit (issue 17). So the request
+        is shielded from the call's cancellation, and :meth:`aclose` releases
+        its keys once it is answered.
+        """
+        task = asyncio.ensure_future(self._values(futures))
+        self.requests[task] = list(futures)
+        task.add_done_callback(self._answered)
+        return await asyncio.shield(task)
+
+    def _answered(self, task: asyncio.Task[Any]) -> None:
+        del self.requests[task]
+        if not task.cancelled():
+            task.exception()  # retrieved: whoever awaited it has it, or has ended
 
     async def _values(self, futures: dict[Any, Any]) -> dict[Any, Any]:
         """The values of ``futures`` (reported finished), by key.
@@ -437,12 +479,22 @@ class DistributedWaiter:
     # -- the end -----------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Release every future of ours still held (the call has ended)."""
+        """Release every future of ours still held (the call has ended).
+
+        Those whose keys a fetch request still gathers go once it is answered.
+        """
+        asked = {key for keys in self.requests.values() for key in keys}
+        later = []
         for node in self.waiting:
             future = node.future
             node.future = None
             if future is not None and future is not node.obj:
-                future.release()
+                if future.key in asked:
+                    later.append(future)
+                else:
+                    future.release()
+        if later:
+            _release_when_answered(list(self.requests), later)
         self.waiting.clear()
         self.to_fetch.clear()
         self.takeovers.clear()
@@ -450,3 +502,17 @@ class DistributedWaiter:
         # Future.release() schedules the client's _dec_ref on this loop: let it
         # run before the call returns, so the next call sees a clean client.
         await asyncio.sleep(0)
+
+
+def _release_when_answered(requests: list[asyncio.Task[Any]], futures: list[Any]) -> None:
+    """Release ``futures`` once every one of ``requests`` is answered."""
+    left = [len(requests)]
+
+    def answered(_: Any) -> None:
+        left[0] -= 1
+        if not left[0]:
+            for future in futures:
+                future.release()
+
+    for request in requests:
+        request.add_done_callback(answered)
