@@ -581,3 +581,71 @@ def test_explicit_closed_client_is_a_clear_error(client, monkeypatch):
         gc.collect()
     assert future.key in message and "closed" in message, message
     assert not unraisable  # no coroutine of the call is left never awaited
+
+
+# -- placeholders found in a concurrent future's value (issue 17, bugs 6 and 7) --------
+
+
+def done_with(value):
+    f = concurrent.futures.Future()
+    f.set_result(value)
+    return f
+
+
+@pytest.fixture(params=["current-client", "no-current-client"])
+def own_client(request, mp_cluster):
+    """A client whose futures a concurrent future's value holds.
+
+    The current client: the call runs on its loop from the start. No current
+    client: the call starts on unnest's own loop and meets the client's
+    futures only inside the value, so a relay call on the client's loop
+    resolves them.
+    """
+    with Client(mp_cluster, set_as_default=request.param == "current-client") as own:
+        assert (unnest._runtime.current_client() is own) == (request.param == "current-client")
+        yield own
+
+
+def test_futures_in_a_concurrent_futures_value_are_fetched_together(own_client):
+    futures = own_client.map(inc, range(1000), pure=False)
+    own_client.gather(futures)
+    with counting(own_client.scheduler, "gather", arg="keys") as gathers:
+        assert unnest.unwrap({"o": done_with(futures)}) == {"o": list(range(1, 1001))}
+    assert gathers == [1000]  # one request, not one call per future
+
+
+def test_delayed_in_a_concurrent_futures_value_are_submitted_together(own_client):
+    delayed = [dask.delayed(inc, pure=False)(i) for i in range(50)]
+    with (
+        dask.config.set(scheduler=own_client),
+        counting(own_client, "get", arg=1) as submissions,
+    ):
+        assert unnest.unwrap([done_with(delayed)]) == [list(range(1, 51))]
+    assert submissions == [50]
+
+
+def test_a_failure_in_a_concurrent_futures_value_has_one_note_naming_its_place(own_client):
+    bad = own_client.submit(fail, 1)
+    deeper = own_client.submit(fail_inside, pure=False)  # {"inner": [a failing future]}
+    with pytest.raises(ZeroDivisionError) as info:
+        unnest.unwrap({"o": done_with([1, bad])})
+    assert info.value.__notes__ == [f"raised by the future {bad.key!r} at obj['o'].result()[1]"]
+    with pytest.raises(ZeroDivisionError) as info:
+        unnest.unwrap({"o": done_with({"d": deeper})})
+    (note,) = info.value.__notes__
+    assert note.endswith("at obj['o'].result()['d'].result()['inner'][0]")
+    placed = unnest.unwrap({"o": done_with([1, bad])}, return_exceptions=True)
+    assert isinstance(placed["o"][1], ZeroDivisionError)
+
+
+def test_a_fast_future_in_a_relayed_batch_is_not_held_back_by_a_slow_one(own_client):
+    name = f"slow-{uuid.uuid4().hex}"
+    slow = own_client.submit(wait_event, name, "slow", pure=False)
+    fast = own_client.submit(inc, 1, pure=False)
+    stream = unnest.as_resolved({"slow": done_with([slow]), "fast": done_with([fast])})
+    try:
+        assert next(stream) == (("fast",), [2])
+        assert slow.status == "pending"
+    finally:
+        Event(name, client=own_client).set()
+    assert list(stream) == [(("slow",), ["slow"])]
