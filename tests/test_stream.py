@@ -8,6 +8,7 @@ import gc
 import signal
 import threading
 import uuid
+from pathlib import Path
 
 import attr
 import dask
@@ -72,16 +73,26 @@ def started(client, name, timeout=10):
     assert Event(f"{name}-started", client=client).wait(timeout), name
 
 
+# unnest's own files, by the package imported, not by a name in a path: a
+# checkout is often a folder named "unnest", and these tests are in it too.
+UNNEST = Path(unnest.__file__).resolve().parent
+
+
+def our_tasks():
+    """The asyncio tasks on the running loop whose coroutines are unnest's code."""
+    found = []
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is not None and Path(code.co_filename).resolve().is_relative_to(UNNEST):
+            found.append(code.co_qualname)
+    return found
+
+
 def unnest_tasks(client):
-    """The asyncio tasks of unnest's modules still on ``client``'s loop."""
+    """unnest's asyncio tasks still on ``client``'s loop."""
 
     async def tasks():
-        found = []
-        for task in asyncio.all_tasks():
-            code = getattr(task.get_coro(), "cr_code", None)
-            if code is not None and "/unnest/" in code.co_filename:
-                found.append(code.co_qualname)
-        return found
+        return our_tasks()
 
     return client.sync(tasks)
 
@@ -344,12 +355,6 @@ def asynchronously(cluster, test):
     return asyncio.run(main())
 
 
-def our_tasks():
-    """unnest's asyncio tasks on the running loop."""
-    tasks = [t.get_coro() for t in asyncio.all_tasks()]
-    return [c.cr_code.co_qualname for c in tasks if "/unnest/" in c.cr_code.co_filename]
-
-
 def test_blocking_iterator_in_the_loop_thread_says_what_to_use(mp_cluster):
     async def test(c):
         with pytest.raises(RuntimeError, match=r"async for \.\.\. in unnest\.as_resolved_async"):
@@ -517,14 +522,16 @@ def test_concurrent_futures_without_a_client_stop_cleanly():
         gate = threading.Event()
         blocked = pool.submit(gate.wait)
         obj = {"fast": pool.submit(int, 3), "blocked": [blocked]}
-        for pair in unnest.as_resolved(obj):
-            assert pair == (("fast",), 3)
-            break
-        loop = unnest._runtime.private_loop()
-        tasks = asyncio.run_coroutine_threadsafe(_our_tasks_now(), loop).result(10)
-        assert tasks == []
-        assert not blocked.cancelled()
-        gate.set()
+        try:
+            for pair in unnest.as_resolved(obj):
+                assert pair == (("fast",), 3)
+                break
+            loop = unnest._runtime.private_loop()
+            tasks = asyncio.run_coroutine_threadsafe(_our_tasks_now(), loop).result(10)
+            assert tasks == []
+            assert not blocked.cancelled()
+        finally:
+            gate.set()  # else a failure hangs in the pool's shutdown until the timeout
 
 
 async def _our_tasks_now():
