@@ -1,4 +1,4 @@
-"""Test helpers, one of each: tasks, futures made by hand, bounded calls, drains.
+"""Test helpers, one of each: tasks, futures made by hand, bounded calls, forgetting.
 
 Importable by module name on the scheduler and the workers too (the test
 clusters put ``tests/`` on their path), so tasks defined here travel by
@@ -14,87 +14,132 @@ import pytest
 from distributed import Event, get_client
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-DRAINED = "unnest-test-drained"
+# -- What the scheduler was given, and whether it is gone ----------------------------
+
+WATCH = "unnest-test-keys"
 
 
-class Drained(SchedulerPlugin):
-    """Sets an event whenever the scheduler holds no task at all.
+class KeysGiven(SchedulerPlugin):
+    """The keys the scheduler was given since a mark, and a wake-up as they go.
 
-    Also remembers the keys it has seen forgotten, for :func:`wait_forgotten`.
+    Lives on the scheduler; :func:`watch_forgotten` installs it and sets the
+    mark, :func:`wait_forgotten` waits on it.
     """
 
-    name = DRAINED
-    idempotent = True
-
-    async def start(self, scheduler):
+    def __init__(self, scheduler):
         self.scheduler = scheduler
-        self.event = asyncio.Event()
-        self.forgotten = set()
         self.changed = asyncio.Event()
-        self.check()
+        self.mark()
+
+    def mark(self):
+        self.before = set(self.scheduler.tasks)  # held at the mark: not made since
+        self.seen = set()  # every key in a graph or a transition since the mark
+        self.made = set()  # those of them that were new to the scheduler
+
+    def see(self, key):
+        self.seen.add(key)
+        if key not in self.before:
+            self.made.add(key)
+
+    def update_graph(self, scheduler, *, tasks, **kwargs):
+        for key in tasks:
+            self.see(key)
+        self.wake()
 
     def transition(self, key, start, finish, *args, **kwargs):
+        self.see(key)
         if finish == "forgotten":
-            self.forgotten.add(key)
-            # Called inside the transition: look once it has completed.
-            asyncio.get_running_loop().call_soon(self.check)
+            self.before.discard(key)  # submitted again, it is made again
+            self.wake()
 
-    def check(self):
-        self.changed.set()
-        if self.scheduler.tasks:
-            self.event.clear()
-        else:
-            self.event.set()
+    def wake(self):
+        # Called inside the scheduler's handlers: look once they have completed.
+        asyncio.get_running_loop().call_soon(self.changed.set)
 
 
-async def _wait_drained(dask_scheduler, timeout):
-    plugin = dask_scheduler.plugins[DRAINED]
-    plugin.check()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(plugin.event.wait(), timeout)
-    return sorted(map(str, dask_scheduler.tasks))
-
-
-def keys_left(client, timeout=10):
-    """Keys the scheduler still holds once it drains (or after ``timeout``).
-
-    Waits for the event of the scheduler forgetting its last task, not for
-    time to pass; returns what is left if that does not happen in time.
-    """
-    client.register_plugin(Drained(), name=DRAINED)
-    return client.run_on_scheduler(_wait_drained, timeout=timeout)
+def _watch(dask_scheduler):
+    watch = dask_scheduler.plugins.get(WATCH)
+    if watch is None:
+        dask_scheduler.add_plugin(KeysGiven(dask_scheduler), name=WATCH)
+    else:
+        watch.mark()
 
 
 def watch_forgotten(client):
-    """Start remembering forgotten keys; call before the keys are made."""
-    client.register_plugin(Drained(), name=DRAINED)
+    """Mark: from now on the scheduler records every key it is given.
 
-
-def wait_forgotten(client, keys, timeout=10):
-    """Wait until the scheduler has forgotten every one of ``keys``.
-
-    A drained scheduler is not enough: a task's worker-client children reach
-    the scheduler on another connection than the task's own result, so there
-    can be a moment with no task at all before they arrive. Needs
-    :func:`watch_forgotten` first. Returns the keys still known.
+    Call first, before the keys a test will wait for are made. Returns an
+    awaitable for an asynchronous client.
     """
-    return client.run_on_scheduler(_wait_forgotten, keys=list(keys), timeout=timeout)
+    return client.run_on_scheduler(_watch)
 
 
-async def _wait_forgotten(dask_scheduler, keys, timeout):
-    plugin = dask_scheduler.plugins[DRAINED]
+def wait_forgotten(client, keys=None, *, made=0, timeout=30):
+    """Wait until the scheduler has forgotten ``keys``: ``[]`` then, else fail naming them.
 
-    def left():
-        return [k for k in keys if k not in plugin.forgotten or k in dask_scheduler.tasks]
+    ``keys`` defaults to every key the scheduler was given since
+    :func:`watch_forgotten` (in a graph or a transition, or held now and not
+    at the mark). A check can run before the keys it is about reach the
+    scheduler (a task's worker-client children, even the test client's own
+    submissions, travel on other connections than this call), and an empty
+    scheduler would then pass it for nothing. So it also waits until
+    ``made`` keys were made since the mark, and until each of ``keys`` was
+    seen. It waits on the scheduler's events, not for time to pass:
+    ``timeout`` only matters when something really is left. 30 s is six
+    times the window a loaded 2-core machine once overran, and inside the
+    60 s bound of the tests that call it, so that the failure one reads is
+    this ``AssertionError``, with each key left, its state and who wants it.
+
+    Returns ``[]`` (an awaitable of it for an asynchronous client), so that a
+    call site reads as the check it is::
+
+        assert wait_forgotten(client, made=6) == []
+    """
+    keys = None if keys is None else list(keys)
+    return client.run_on_scheduler(_wait_forgotten, keys=keys, made=made, timeout=timeout)
+
+
+async def _wait_forgotten(dask_scheduler, keys, made, timeout):
+    watch = dask_scheduler.plugins[WATCH]
+    tasks = dask_scheduler.tasks
+
+    def missing():
+        """What keeps the check from passing: keys left, keys not yet seen."""
+        for key in tasks:
+            if key not in watch.before:
+                watch.see(key)  # however it came: scatter, a client desiring it
+        if keys is None:
+            return [k for k in tasks if k in watch.seen], [], len(watch.made) < made
+        unseen = [k for k in keys if k not in watch.seen]
+        return [k for k in keys if k in tasks], unseen, len(watch.made) < made
 
     async def wait():
-        while left():
-            plugin.changed.clear()
-            await plugin.changed.wait()
+        while any(missing()):
+            watch.changed.clear()
+            await watch.changed.wait()
 
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(wait(), timeout)
-    return sorted(map(str, left()))
+    left, unseen, short = missing()
+    if not (left or unseen or short):
+        return []
+    problems = []
+    if short:
+        problems.append(f"{len(watch.made)} keys were made since the mark, {made} expected")
+    if unseen:
+        problems.append(f"never seen since the mark: {sorted(map(str, unseen))}")
+    if left:
+        problems.append(f"{len(left)} keys still held:")
+        shown = sorted(left, key=str)[:50]
+        problems.extend(f"  {_describe(tasks[key])}" for key in shown)
+        if len(left) > len(shown):
+            problems.append(f"  and {len(left) - len(shown)} more")
+    raise AssertionError(f"after {timeout} s, " + "\n".join(problems))
+
+
+def _describe(ts):
+    wanted = sorted(c.client_key for c in ts.who_wants or ())
+    return f"{ts.key!r}: {ts.state}, wanted by {wanted}, {len(ts.dependents)} dependents"
 
 
 # -- Tasks ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import dask
 import pytest
 from dask import delayed
 from distributed import get_client
-from helpers import inc, keys_left
+from helpers import inc, wait_forgotten, watch_forgotten
 
 import unnest
 from unnest import resolves_nested, resolving
@@ -152,7 +152,8 @@ def test_bad_options_are_named():
 
 
 def test_producer_and_consumer_leave_no_keys(client):
+    watch_forgotten(client)
     producer = client.submit(produce, 4, pure=False)
     assert unnest.unwrap(producer) == {"xs": [1, 2, 3, 4]}
     del producer
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=5) == []

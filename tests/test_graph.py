@@ -12,7 +12,7 @@ import dask
 import pytest
 from distributed import Client, Future, get_client, wait
 from distributed.client import FutureCancelledError
-from helpers import inc, keys_left
+from helpers import inc, wait_forgotten, watch_forgotten
 from strategies import done
 
 import unnest
@@ -104,10 +104,11 @@ def test_delayed_returned_by_a_delayed_that_is_also_in_the_input():
 
 @pytest.mark.timeout(60)
 def test_stale_and_new_future_of_a_reused_key_keep_their_own_outcomes(client):
+    watch_forgotten(client)
     old = client.submit(inc, 1, key="unnest-test-reused")
     old.result()
     client.cancel(old)
-    assert keys_left(client) == []  # the scheduler has forgotten the key
+    assert wait_forgotten(client, [old.key]) == []
     new = client.submit(inc, 1, key="unnest-test-reused")  # the key, reused
     assert new.result(timeout=10) == 2
     assert old.status == "cancelled"

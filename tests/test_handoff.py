@@ -6,7 +6,7 @@ import dask
 import pytest
 from distributed import Client, Event, Future, get_client, wait
 from distributed.client import FutureCancelledError
-from helpers import in_thread, inc, keys_left, wait_forgotten, watch_forgotten
+from helpers import in_thread, inc, wait_forgotten, watch_forgotten
 
 import unnest
 from unnest.handoff import hand_off_state
@@ -41,18 +41,20 @@ def levels(depth):
 
 
 def test_hand_off_then_unwrap(client):
+    watch_forgotten(client)
     p = client.submit(producer, 5, pure=False)
     assert unnest.unwrap(p) == {"xs": [1, 2, 3, 4, 5], "n": 5}
     del p
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=6) == []
     assert hand_off_state(client)["holds"] == 0
 
 
 def test_hand_off_async_in_an_async_task(client):
+    watch_forgotten(client)
     p = client.submit(async_producer, 3, pure=False)
     assert unnest.unwrap(p) == {"xs": [1, 2, 3]}
     del p
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=4) == []
 
 
 def test_blocking_hand_off_in_an_async_task_says_what_to_use(client):
@@ -61,13 +63,15 @@ def test_blocking_hand_off_in_an_async_task_says_what_to_use(client):
 
 
 def test_futures_of_futures_of_futures(client):
+    watch_forgotten(client)
     top = client.submit(levels, 4, pure=False)
     assert unnest.unwrap(top) == [[[["bottom"]]]]
     del top
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=5) == []
 
 
 def test_consumer_arriving_late_and_twice(client):
+    watch_forgotten(client)
     p = client.submit(producer, 3, True, pure=False)
     raw = p.result()  # the children finished before the producer returned
     assert all(f.status is None for f in raw["xs"])  # unbound: what we are handed
@@ -75,34 +79,37 @@ def test_consumer_arriving_late_and_twice(client):
     # The hold lasts as long as the result that carried it: again works.
     assert unnest.unwrap(raw, client=client) == {"xs": [1, 2, 3], "n": 3}
     del p, raw
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=4) == []
 
 
 def test_unconsumed_hand_off_ends_with_its_carrier(client):
+    watch_forgotten(client)
     p = client.submit(producer, 4, True, pure=False)
     wait(p)
     assert hand_off_state(client)["holds"] == 1
     del p
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=5) == []
     assert hand_off_state(client)["holds"] == 0
 
 
 def test_carrierless_hold_ends_at_take_over(client):
+    watch_forgotten(client)
     future = client.submit(inc, 1, pure=False)
     unnest.hand_off([Future(future.key)])  # unbound, outside a task: no carrier
     with Client(client.scheduler.address) as other:
         assert unnest.unwrap([Future(future.key)], client=other) == [2]
         assert hand_off_state(other)["holds"] == 0
     del future
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=1) == []
 
 
 def test_carrierless_hold_ends_after_its_ttl(client):
+    watch_forgotten(client)
     future = client.submit(inc, 1, pure=False)
     with dask.config.set({"unnest.hand-off.ttl": "0.2s"}):
         unnest.hand_off({"f": Future(future.key)})  # unbound: held without a carrier
     del future  # only the hold keeps it now, until the time-to-live passes
-    assert keys_left(client, timeout=30) == []
+    assert wait_forgotten(client, made=1) == []
 
 
 def test_hand_off_of_unknown_keys_names_them(client):
@@ -115,12 +122,13 @@ def test_hand_off_of_unknown_keys_names_them(client):
 
 
 def test_forgotten_key_fails_at_once_with_the_plugin(client):
+    watch_forgotten(client)
     future = client.submit(inc, 1, pure=False)
     key = future.key
     hand_off_state(client)  # installs the plugin: it sees the key forgotten
     future.result()
     del future
-    assert keys_left(client) == []
+    assert wait_forgotten(client, [key]) == []
     # A grace of a minute: only knowing the key is forgotten can fail in time.
     with (
         dask.config.set({"unnest.forgotten-key-grace": "60s"}),
@@ -130,12 +138,13 @@ def test_forgotten_key_fails_at_once_with_the_plugin(client):
 
 
 def test_hand_off_on_command_line_cluster(cli_client):
+    watch_forgotten(cli_client)
     p = cli_client.submit(producer, 3, True, pure=False)
     assert unnest.unwrap(p) == {"xs": [1, 2, 3], "n": 3}
     top = cli_client.submit(levels, 3, pure=False)
     assert unnest.unwrap(top) == [[["bottom"]]]
     del p, top
-    assert keys_left(cli_client) == []
+    assert wait_forgotten(cli_client, made=8) == []
 
 
 # -- Hand-off v2: cancel, direct calls, partial take-overs, reused keys, errors ----
@@ -184,24 +193,33 @@ def fan_out(n):
 
 @pytest.mark.timeout(60)
 def test_direct_calls_in_the_client_process_hold_nothing(client):
+    watch_forgotten(client)
     results = [fan_out(100) for _ in range(10)]  # a resolving function, called directly
     assert unnest.unwrap(results[0]) == list(range(1, 101))
     assert hand_off_state(client)["holds"] == 0
     del results
-    assert keys_left(client, timeout=5) == []
+    assert wait_forgotten(client, made=1000) == []
 
 
 @pytest.mark.timeout(60)
 def test_a_carrierless_hold_lets_go_of_each_key_as_it_is_taken_over(client):
+    watch_forgotten(client)
     p = client.submit(async_producer, 3, pure=False)
     raw = p.result()
+    carrier = p.key
     del p  # the carrier result is released; the hold has no carrier anyway
-    assert keys_left(client, timeout=5) != []  # the hold keeps the three children
+    assert wait_forgotten(client, [carrier]) == []
+    children = [f.key for f in raw["xs"]]
+    assert client.run_on_scheduler(_held, keys=children) == children  # the hold keeps them
     values = [unnest.unwrap(f, client=client, timeout=20) for f in raw["xs"]]
     assert values == [1, 2, 3]
     del raw
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=4) == []
     assert hand_off_state(client)["holds"] == 0
+
+
+def _held(dask_scheduler, keys):
+    return [key for key in keys if key in dask_scheduler.tasks]
 
 
 def produce_pure(x):
@@ -212,12 +230,14 @@ def produce_pure(x):
 @pytest.mark.timeout(120)
 def test_a_pure_key_forgotten_once_and_submitted_again_is_waited_for(client):
     hand_off_state(client)  # install the plugin: it sees every key forgotten
+    watch_forgotten(client)
     for i in range(20):
         x = 10_000 + i
         once = client.submit(inc, x)
         once.result()
+        key = once.key
         del once
-        assert keys_left(client) == []  # forgotten: the plugin remembers the key
+        assert wait_forgotten(client, [key]) == []  # forgotten: the plugin remembers the key
         # A producer submits the same pure key again and returns its future;
         # the consumer may ask before the producer's update-graph arrives.
         p = client.submit(produce_pure, x, pure=False)
@@ -253,6 +273,7 @@ def opaque_producer(n):
 
 
 def test_futures_inside_opaque_are_held_and_handed_on_as_futures(client):
+    watch_forgotten(client)
     p = client.submit(opaque_producer, 3, pure=False)
     result = unnest.unwrap(p)
     futures = result["later"]
@@ -260,4 +281,4 @@ def test_futures_inside_opaque_are_held_and_handed_on_as_futures(client):
     assert hand_off_state(client)["holds"] == 1  # held although unwrap did not look inside
     assert unnest.unwrap(futures, client=client) == [1, 2, 3]
     del p, result, futures
-    assert keys_left(client) == []
+    assert wait_forgotten(client, made=4) == []

@@ -15,7 +15,6 @@ from helpers import (
     fail,
     in_thread,
     inc,
-    keys_left,
     wait_event,
     wait_forgotten,
     watch_forgotten,
@@ -328,6 +327,7 @@ def consume_or_say_why(values):
 
 def test_hand_off_under_churn(client):
     connect_worker_clients(client)  # producers cancel while the first ones connect
+    watch_forgotten(client)
     producers = client.map(produce_ten, range(1_000), pure=False)
     rng = random.Random(0)
     # A tenth of the carriers are released before anyone takes their children over.
@@ -349,7 +349,8 @@ def test_hand_off_under_churn(client):
     ]
     assert sums == expected
     del consumers
-    assert keys_left(client, timeout=60) == []  # the released carriers' children too
+    # Every producer, child and consumer, the released carriers' children too.
+    assert wait_forgotten(client, made=1_000 * 11 + 900, timeout=60) == []
     errors = unnest.unwrap(raws, client=client, return_exceptions=True)
     assert all(
         isinstance(e, unnest.ForgottenFutureError) and "released" in str(e)

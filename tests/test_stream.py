@@ -15,7 +15,7 @@ import dask
 import pydantic
 import pytest
 from distributed import Client, Event, Future, LocalCluster, get_client, secede
-from helpers import DRAINED, Drained, _wait_drained, fail, inc, keys_left
+from helpers import fail, inc, wait_forgotten, watch_forgotten
 
 import unnest
 import unnest._runtime
@@ -245,6 +245,7 @@ def when_set(client, name, then):
 
 @pytest.mark.parametrize("stop", ["break", "close", "with"])
 def test_stopping_early_ends_the_call_and_leaves_nothing(mp_client, stop):
+    watch_forgotten(mp_client)
     tag = tagged()
     mine = mp_client.submit(hold, f"{tag}-mine", "mine", pure=False)
     obj = {
@@ -273,7 +274,8 @@ def test_stopping_early_ends_the_call_and_leaves_nothing(mp_client, stop):
         release(mp_client, f"{tag}-mine")
         assert mine.result(timeout=10) == "mine"
         del mine, obj
-        assert keys_left(mp_client) == []  # neither the child nor the Delayed is held
+        # Neither the child nor the Delayed is held: mine, fast, the producer and them.
+        assert wait_forgotten(mp_client, made=5) == []
     finally:
         release(mp_client, *(f"{tag}-{n}" for n in ("mine", "fast", "child", "later")))
 
@@ -382,17 +384,16 @@ def test_async_iterator_with_an_asynchronous_client(mp_cluster):
     assert got == [(("deep", 0), [["leaf"]]), (("slow",), "s")]
 
 
-async def drained(c):
-    await c.register_plugin(Drained(), name=DRAINED)
-    return await c.run_on_scheduler(_wait_drained, timeout=10)
-
-
 @pytest.mark.parametrize("stop", ["aclose", "drop"])
 def test_async_iterator_stopped_early_leaves_nothing(mp_cluster, stop):
     tag = tagged()
 
     async def test(c):
-        obj = {"fast": c.submit(inc, 1), "held": [c.submit(hand_off_held, tag, pure=False)]}
+        await watch_forgotten(c)
+        obj = {
+            "fast": c.submit(inc, 1, pure=False),
+            "held": [c.submit(hand_off_held, tag, pure=False)],
+        }
         stream = unnest.as_resolved_async(obj, timeout=30)
         try:
             assert await stream.__anext__() == (("fast",), 2)
@@ -403,7 +404,8 @@ def test_async_iterator_stopped_early_leaves_nothing(mp_cluster, stop):
                 with pytest.raises(StopAsyncIteration):
                     await stream.__anext__()
             del stream, obj  # "drop": never exhausted, never closed
-            return await drained(c)
+            # fast, the producer, its child and the Delayed unnest computed
+            return await wait_forgotten(c, made=4)
         finally:
             for name in ("child", "later"):
                 await Event(f"{tag}-{name}", client=c).set()
