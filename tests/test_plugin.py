@@ -8,13 +8,16 @@ producer and the consumer are pseudo-clients of the scheduler, as the
 plugin's own ``HOLDER`` is, so every want is explicit and ordered.
 """
 
+import asyncio
 import itertools
 import logging
+import threading
 import uuid
 
+import dask
 import pytest
-from distributed import Client, Future, LocalCluster
-from helpers import inc
+from distributed import Client, Event, Future, LocalCluster, get_client
+from helpers import in_thread, inc, wait_forgotten, watch_forgotten
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -26,6 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+import unnest
 from unnest import _plugin
 from unnest._plugin import HOLDER, PLUGIN_NAME, HandOffPlugin
 
@@ -335,3 +339,83 @@ def test_barrier_orders_the_stream(cluster_client):
     barrier(cluster_client)
     wants, _, _ = cluster_client.run_on_scheduler(_snapshot, [key])
     assert wants == {}
+
+
+# -- incarnations: a key forgotten, then returned again (issue 17, bug 9) ------------
+
+_late = []  # a producer's late children, kept alive on its worker
+
+
+def hand_off_keys(keys):
+    client = get_client()
+    return unnest.hand_off([client.submit(inc, i, key=k) for i, k in enumerate(keys)])
+
+
+def return_then_submit(keys, go):
+    """Return futures of ``keys`` whose ``update-graph`` comes only once ``go`` is set.
+
+    A producer's children travel to the scheduler on its worker client's
+    connection, the producer's result on another: any order is possible.
+    This one makes the result win, every time.
+    """
+    client = get_client()
+    futures = [Future(k, client) for k in keys]
+
+    def submit():
+        # A client of its own: the worker's knows these keys already (the
+        # result refers to them), so its submit() would send nothing.
+        Event(go, client=client).wait()
+        own = Client(client.scheduler.address, set_as_default=False)
+        _late.append((own, [own.submit(inc, i, key=k) for i, k in enumerate(keys)]))
+
+    threading.Thread(target=submit, daemon=True).start()
+    return futures
+
+
+def _spy_take_over(dask_scheduler, keys):
+    """Set an event when a take-over request names any of ``keys``."""
+    seen = dask_scheduler._unnest_test_seen = asyncio.Event()
+    original = dask_scheduler.handlers["unnest_take_over"]
+
+    def take_over(*args, **kwargs):
+        if set(kwargs.get("keys", ())) & set(keys):
+            seen.set()
+        return original(*args, **kwargs)
+
+    dask_scheduler.handlers["unnest_take_over"] = take_over
+    dask_scheduler._unnest_test_original = original
+
+
+async def _wait_take_over(dask_scheduler):
+    await dask_scheduler._unnest_test_seen.wait()
+
+
+def _unspy(dask_scheduler):
+    dask_scheduler.handlers["unnest_take_over"] = dask_scheduler._unnest_test_original
+
+
+def test_a_key_returned_again_after_it_was_forgotten_is_a_new_incarnation(mp_client):
+    # Issue 17, bug 9: keys handed off and forgotten (their carrier released),
+    # then returned again -- as plain futures -- by a later producer whose
+    # children reach the scheduler after its result: unwrap failed at once
+    # with the first incarnation's story ("the result that carried it was
+    # released"). The carrier finished after the key was forgotten, so it
+    # refers to a newer incarnation: unnest waits for it, within the grace.
+    tag = uuid.uuid4().hex
+    keys = [f"reused-{tag}-{i}" for i in range(3)]
+    watch_forgotten(mp_client)
+    first = mp_client.submit(hand_off_keys, keys, pure=False)
+    assert unnest.unwrap(first) == [1, 2, 3]
+    del first
+    assert wait_forgotten(mp_client, keys) == []
+    mp_client.run_on_scheduler(_spy_take_over, keys=keys)
+    try:
+        second = mp_client.submit(return_then_submit, keys, f"{tag}-go", pure=False)
+        with dask.config.set({"unnest.forgotten-key-grace": "60s"}):
+            outcome = in_thread(lambda: unnest.unwrap(second, timeout=90))
+            mp_client.run_on_scheduler(_wait_take_over)  # asked before the keys exist
+            Event(f"{tag}-go", client=mp_client).set()
+            assert outcome.result(timeout=90) == [1, 2, 3]
+    finally:
+        mp_client.run_on_scheduler(_unspy)
+        Event(f"{tag}-go", client=mp_client).set()

@@ -47,23 +47,35 @@ it. Events of a key, besides the above:
 * re-submitted (``update_graph`` names it): a new incarnation of the key;
   everything remembered about the old one is dropped.
 
-What the plugin remembers of a key that is gone (bounded, the most recent
-``_MEMORY`` keys): when it was forgotten and *why* -- ``cancelled``, or the
-end of the hold that kept it (``carrier released``, ``carrier recomputed``,
-``carrier erred``, ``ttl``), else nothing. It also remembers when each task
-last finished (went to memory), to tell incarnations apart.
+What the plugin remembers of a key that is gone: when it was forgotten and
+*why* -- ``cancelled``, or the end of the hold that kept it (``carrier
+released``, ``carrier recomputed``, ``carrier erred``, ``ttl``), else
+nothing. It also remembers when each task last finished (went to memory),
+to tell incarnations apart. Only what an answer needs, and bounded (each a
+:class:`_Memory`): keys gone *with* a why, the newest ``_EXPLAINED`` of them
+(an explanation is worth keeping); keys gone without one and finishing
+times, the newest ``_RECENT`` and none older than ``_HORIZON`` seconds (they
+only make an answer come at once rather than after the grace). One entry
+costs about 200 bytes with a 40-character key (``benchmarks/soak.py``
+measures the process as a whole, and that it levels off).
 
 A take-over answers, for each key that is not in the scheduler:
 
 * **forgotten**, with its why, when the incarnation the consumer refers to is
-  known to be gone: it was held and its hold ended, or cancelled, or -- for a
-  key that was not handed off -- forgotten *after* the carrier the consumer
-  found it in finished (that result referred to this incarnation), or the
-  consumer names no carrier (a bare future of the user's);
+  known to be gone: it was forgotten *after* the carrier the consumer found
+  it in last finished (that result referred to this incarnation), or the
+  consumer names no carrier (a bare future of the user's), or -- the
+  carrier's finish no longer remembered -- it was held and its hold ended;
 * **unknown** otherwise: a key the producer submitted just before it
   returned, whose ``update-graph`` travels on another connection than the
-  carrier's result, or a pure key forgotten once and submitted again. The
-  consumer asks again within ``unnest.forgotten-key-grace``.
+  carrier's result, or a key forgotten *before* the carrier that revealed it
+  finished: an older incarnation, and the carrier's result refers to a newer
+  one, which may still be on its way (issue 17: a pure key handed off and
+  forgotten, then returned again by a later producer, failed at once with
+  the old incarnation's "carrier released"). The consumer asks again within
+  ``unnest.forgotten-key-grace``; ``hints`` says why the older incarnation
+  went, for the error if the grace ends with the key still unknown (a
+  carrier recomputed after its worker died is such a case).
 
 Invariants (``tests/test_plugin.py`` checks them against a model over random
 event orders): a key that a consumer may still take over -- held by a live
@@ -96,7 +108,10 @@ HOLDER = "unnest-hand-off"  # the pseudo-client that desires held keys
 OP_HOLD = "unnest_hold"
 OP_TAKE_OVER = "unnest_take_over"
 OP_STATE = "unnest_hand_off_state"
-_MEMORY = 100_000  # recently forgotten / finished keys the plugin remembers
+# What the plugin remembers of keys (see "What the plugin remembers" above).
+_EXPLAINED = 10_000  # keys gone with a why
+_RECENT = 10_000  # keys gone without one, and finishing times ...
+_HORIZON = 600.0  # ... for at most this many seconds
 _ENDED = ("released", "forgotten", "erred")
 
 # Why a key is gone, as the take-over reply says it.
@@ -116,11 +131,45 @@ class _Hold:
         self.timer = timer
 
 
-def _remember(memory: collections.OrderedDict[Any, Any], key: Any, value: Any) -> None:
-    memory[key] = value
-    memory.move_to_end(key)
-    if len(memory) > _MEMORY:
-        memory.popitem(last=False)
+class _Memory:
+    """Facts about keys, each with when it was learnt: the newest ``limit``, and
+    none older than ``horizon`` seconds (None: no age limit)."""
+
+    __slots__ = ("entries", "horizon", "limit")
+
+    def __init__(self, limit: int, horizon: float | None = None):
+        self.entries: collections.OrderedDict[Any, tuple[float, Any]] = collections.OrderedDict()
+        self.limit = limit
+        self.horizon = horizon
+
+    def put(self, key: Any, value: Any = None) -> None:
+        now = time.monotonic()
+        entries = self.entries
+        entries[key] = (now, value)
+        entries.move_to_end(key)
+        while len(entries) > self.limit:
+            entries.popitem(last=False)
+        self._expire(now)
+
+    def get(self, key: Any) -> tuple[float, Any] | None:
+        self._expire(time.monotonic())
+        return self.entries.get(key)
+
+    def pop(self, key: Any) -> None:
+        self.entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _expire(self, now: float) -> None:
+        if self.horizon is None:
+            return
+        entries = self.entries
+        while entries:
+            when, _ = next(iter(entries.values()))
+            if now - when <= self.horizon:
+                return
+            entries.popitem(last=False)
 
 
 class HandOffPlugin(SchedulerPlugin):
@@ -139,13 +188,13 @@ class HandOffPlugin(SchedulerPlugin):
         self.holds: dict[int, _Hold] = {}
         self.held: dict[Any, list[int]] = {}  # key -> live holds on it, oldest first
         self.carried: dict[Any, set[int]] = {}  # carrier key -> its live holds
-        # Keys that are gone: key -> (when forgotten, why or None).
-        self.forgotten: collections.OrderedDict[Any, tuple[float, str | None]] = (
-            collections.OrderedDict()
-        )
-        # Why a held key lost its last hold, until it is forgotten.
-        self.unheld: collections.OrderedDict[Any, str] = collections.OrderedDict()
-        self.finished: collections.OrderedDict[Any, float] = collections.OrderedDict()
+        # Keys that are gone: key -> (when forgotten, why), with a why and without.
+        self.explained = _Memory(_EXPLAINED)
+        self.forgotten = _Memory(_RECENT, _HORIZON)
+        # Why a held key lost its last hold, until it is forgotten (bounded by
+        # the held keys: an entry goes when its key is forgotten or held again).
+        self.unheld: dict[Any, str] = {}
+        self.finished = _Memory(_RECENT, _HORIZON)  # key -> (when it last finished, None)
         self.waiting: dict[Any, list[asyncio.Future[None]]] = {}
         self.ids = itertools.count()
         scheduler.handlers[OP_HOLD] = self.hold
@@ -158,7 +207,8 @@ class HandOffPlugin(SchedulerPlugin):
         try:
             for key in tasks:
                 # A new incarnation: forget what we knew of the old one.
-                self.forgotten.pop(key, None)
+                self.explained.pop(key)
+                self.forgotten.pop(key)
                 self.unheld.pop(key, None)
                 for waiter in self.waiting.pop(key, ()):
                     if not waiter.done():
@@ -174,12 +224,17 @@ class HandOffPlugin(SchedulerPlugin):
 
     def _transition(self, key: Any, start: str, finish: str, stimulus_id: str) -> None:
         if finish == "memory":
-            _remember(self.finished, key, time.monotonic())
+            self.finished.put(key)
         elif finish == "forgotten":
             why = self.unheld.pop(key, None)
             if stimulus_id.startswith("cancel-key"):
                 why = CANCELLED
-            _remember(self.forgotten, key, (time.monotonic(), why))
+            if why is None:
+                self.explained.pop(key)
+                self.forgotten.put(key)
+            else:
+                self.forgotten.pop(key)
+                self.explained.put(key, why)
             if key in self.held:
                 # Forgotten although held: cancelled with force=True, which
                 # releases every wanter. Nobody can take it over any more.
@@ -263,29 +318,35 @@ class HandOffPlugin(SchedulerPlugin):
             self._taken_over(key)
         forgotten = {}
         unknown = []
+        hints = {}
         for key in keys:
             if key in tasks:
                 continue
-            gone = self.forgotten.get(key)
+            gone = self.explained.get(key) or self.forgotten.get(key)
             if gone is None:
                 unknown.append(key)
                 continue
             when, why = gone
             carrier = carriers.get(key)
-            if why is not None or carrier is None:
+            if carrier is None:
                 forgotten[key] = why
                 continue
-            # Not handed off: is it the incarnation the carrier referred to?
+            # Is it the incarnation the carrier's result referred to?
             finished = self.finished.get(carrier)
-            if finished is not None and when > finished:
-                forgotten[key] = None
+            if finished is not None and when > finished[0]:
+                forgotten[key] = why  # gone since that result was made
+            elif finished is None and why is not None:
+                forgotten[key] = why  # held, and its hold ended
             else:
                 unknown.append(key)  # an older incarnation; a newer may come
+                if why is not None:
+                    hints[key] = why
         return {
             "status": "OK",
             "forgotten": list(forgotten),
             "why": forgotten,
             "unknown": unknown,
+            "hints": hints,
         }
 
     def _taken_over(self, key: Any) -> None:
@@ -320,7 +381,7 @@ class HandOffPlugin(SchedulerPlugin):
             return False
         del self.held[key]
         if why is not None:
-            _remember(self.unheld, key, why)
+            self.unheld[key] = why
         return True
 
     def _let_go(self, keys: list[Any]) -> None:

@@ -381,6 +381,7 @@ class DistributedWaiter:
             except HandOffUnavailable:
                 self.plugin = False  # ask on our own stream instead
         why = reply.get("why", {}) if reply else {}
+        hints = reply.get("hints", {}) if reply else {}
         forgotten = set(reply["forgotten"]) if reply else set()
         unknown = set(reply["unknown"]) if reply else set(keys)
         for node, future in batch:
@@ -392,18 +393,25 @@ class DistributedWaiter:
                 if reply is None:
                     _protocol.ask_on_stream(client, future.key)  # answered on our stream
                 else:
-                    self.call.group.spawn(self._ask_again(node, future, 0.0))
+                    hint = hints.get(future.key)
+                    self.call.group.spawn(self._ask_again(node, future, 0.0, hint=hint))
         del anchors  # now the carriers may go
 
     async def _ask_again(
-        self, node: Node, future: Any, waited: float, rewait: bool = False
+        self,
+        node: Node,
+        future: Any,
+        waited: float,
+        rewait: bool = False,
+        hint: str | None = None,
     ) -> None:
         """Ask again about a key the scheduler did not know, until the grace ends.
 
         With the hand-off plugin the question is a take-over request (its
         answer tells forgotten from not-yet-known); without it, the
         scheduler's transition log first, then desire + report again on our
-        stream.
+        stream. ``hint``: why an older incarnation of the key went, for the
+        error if the grace ends with the key still unknown.
         """
         client = self.client
         key = future.key
@@ -433,6 +441,7 @@ class DistributedWaiter:
                     await self._wait(node, future)
                 return
             waited = time.monotonic() - node.since if node.since is not None else grace
+            hint = reply.get("hints", {}).get(key, hint)
             if reply["forgotten"]:
                 if node.future is future:
                     why = reply.get("why", {}).get(key)
@@ -441,7 +450,7 @@ class DistributedWaiter:
             if waited >= grace:
                 break
         if node.future is future:
-            self._fail(node, ForgottenFutureError(key, where(node)))
+            self._fail(node, _protocol.gone_error(key, where(node), hint))
 
     # -- collections -------------------------------------------------------------
 
