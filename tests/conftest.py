@@ -1,9 +1,11 @@
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,14 +61,40 @@ def mp_client(mp_cluster):
 
 
 def _dask(*args, env):
-    # Own session, so its own process group: teardown kills it and its children.
+    # Own session, so its own process group: teardown kills it and its
+    # children, and a Ctrl-C in the terminal reaches pytest only, which tears
+    # the cluster down in order.
     return subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "dask"), *args],
         env=env,
         start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def _die_with_parent(parent):
+    """A ``preexec_fn``: the child gets SIGKILL when the thread that started it ends.
+
+    The backstop for a run that is killed (SIGKILL, or a second SIGTERM):
+    no teardown runs then. Linux only (``prctl(PR_SET_PDEATHSIG)``), which
+    follows the *thread* that forked: the cluster must be started from the
+    main thread, which lives as long as the run.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    pr_set_pdeathsig, sigkill = ctypes.c_int(1), ctypes.c_ulong(signal.SIGKILL)
+
+    def preexec():
+        # In the child, between fork and exec: no imports, no locks.
+        if prctl(pr_set_pdeathsig, sigkill) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _kill(procs):
@@ -91,24 +119,26 @@ def cli_processes(directory, nworkers=2):
 
     Yields ``(scheduler_file, scheduler_process, worker_processes)``. Every
     process is killed by process group and reaped on exit, which fails if
-    any is left.
+    any is left; if the run itself is killed, they die with it.
     """
+    # The processes die with the thread that starts them (_die_with_parent).
+    assert threading.current_thread() is threading.main_thread(), "not the main thread"
     scheduler_file = str(Path(directory) / "scheduler.json")
     env = dict(os.environ)
     # Workers import the test modules' functions by reference.
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent), env.get("PYTHONPATH", "")])
     common = ["--scheduler-file", scheduler_file, "--no-dashboard"]
-    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env)
-    workers = []
+    processes = []
     try:
+        processes.append(_dask("scheduler", "--host", "127.0.0.1", "--port", "0", *common, env=env))
         for _ in range(nworkers):
             worker = ["--host", "127.0.0.1", "--nthreads", "2", "--no-nanny", *common]
-            workers.append(_dask("worker", *worker, env=env))
+            processes.append(_dask("worker", *worker, env=env))
         with Client(scheduler_file=scheduler_file, timeout=60) as client:
             client.wait_for_workers(nworkers, timeout=60)
-        yield scheduler_file, scheduler, workers
+        yield scheduler_file, processes[0], processes[1:]
     finally:
-        _kill([scheduler, *workers])
+        _kill(processes)
 
 
 @pytest.fixture(scope="session")
@@ -142,10 +172,30 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
+# -- A run stopped by SIGTERM (a CI timeout, kill) stops in order -------------
+
+_SIGTERM = pytest.StashKey[object]()
+
+
+def _stop_in_order(signum, frame):
+    """Stop as a Ctrl-C does, so that pytest runs the fixtures' teardowns.
+
+    Without it the process ends at once, and the processes of the clusters
+    live on: the `dask` commands (their own sessions), and the scheduler and
+    workers of distributed's ``client`` fixture. A second SIGTERM ends the
+    run at once (the `dask` processes still die with it, _die_with_parent).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt("SIGTERM")
+
+
 # -- Hypothesis: thorough in CI, more with --slow -----------------------------
 
 settings.register_profile("ci", max_examples=2000, deadline=None)
 settings.register_profile("slow", max_examples=20000, deadline=None)
+
+
+# -- Options and configuration ---------------------------------------------------
 
 
 def pytest_addoption(parser):
@@ -154,3 +204,10 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     settings.load_profile("slow" if config.getoption("--slow") else "ci")
+    if threading.current_thread() is threading.main_thread():  # where signals are handled
+        config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, _stop_in_order)
+
+
+def pytest_unconfigure(config):
+    if _SIGTERM in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[_SIGTERM])
