@@ -1,4 +1,5 @@
-"""The versions unnest claims, tested: ``nox -s tests-floor tests-latest``.
+"""The versions unnest claims, tested: ``nox -s tests-floor tests-latest``;
+and the public-API fallbacks: ``nox -s tests-public``.
 
 ``tests-floor`` pins dask and distributed to the floor that setup.cfg
 declares (read from there, so the two cannot drift) and runs the core suite;
@@ -27,6 +28,7 @@ CORE = [
     "tests/test_handoff.py",
     "tests/test_wait_local.py",
     "tests/test_wait_distributed.py",
+    "tests/test_distributed.py",
 ]
 
 
@@ -49,6 +51,17 @@ def tests_floor(session: nox.Session) -> None:
     session.install("-e", ".[test]", *floor_pins())
     session.run("python", "-c", "import dask, distributed; print(dask.__version__)")
     session.run("python", "-m", "pytest", *CORE, *session.posargs)
+
+
+@nox.session(name="tests-public", python=False)
+def tests_public(session: nox.Session) -> None:
+    """The core suite with every fast path into distributed's internals off.
+
+    ``UNNEST_PUBLIC_ONLY=1`` makes unnest use distributed's public API only
+    (see ``unnest/_distributed.py``): the results must be the same. Runs in
+    the environment nox runs in (the package installed with its test extra).
+    """
+    session.run("python", "-m", "pytest", *CORE, *session.posargs, env={"UNNEST_PUBLIC_ONLY": "1"})
 
 
 @nox.session(name="tests-latest")

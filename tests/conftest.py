@@ -30,6 +30,29 @@ TESTS = Path(__file__).resolve().parent
 unnest._runtime.private_loop()
 
 
+def _start_callback_thread():
+    """Start distributed's ``Future.add_done_callback`` thread now, for the same reason.
+
+    With the fast paths off (``UNNEST_PUBLIC_ONLY=1``) unnest waits on futures
+    through ``add_done_callback``, whose one thread distributed starts on
+    first use and keeps for the life of the process.
+    """
+    import concurrent.futures
+
+    from distributed import Future
+
+    if Future._cb_executor is None or Future._cb_executor_pid != os.getpid():
+        Future._cb_executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="Dask-Callback-Thread"
+        )
+        Future._cb_executor_pid = os.getpid()
+    Future._cb_executor.submit(int).result()
+
+
+if os.environ.get("UNNEST_PUBLIC_ONLY", "") not in ("", "0"):
+    _start_callback_thread()
+
+
 # -- One multi-process cluster for a module's tests ---------------------------
 
 

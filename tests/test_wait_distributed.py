@@ -17,6 +17,7 @@ from distributed import Client, Future, LocalCluster, get_client, get_worker
 from helpers import bounded, counting, fail, failed, inc, wait_forgotten, watch_forgotten
 
 import unnest
+from unnest import _distributed
 
 # -- tasks (module level: workers import them by reference) -------------------
 
@@ -223,6 +224,9 @@ def returns_delayed(i):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.skipif(
+    not _distributed.fast(), reason="the chunks of the fast path's scheduler requests"
+)
 def test_finished_futures_are_fetched_in_chunks(client):
     from unnest._wait_distributed import FETCH_CHUNK
 

@@ -20,6 +20,7 @@ import dask
 from dask import delayed
 
 import unnest
+from unnest._distributed import count_gathers
 
 
 @delayed
@@ -80,32 +81,6 @@ def polling_resolver(obj: Any, counter: list[int]) -> Any:
     return obj
 
 
-def _count_gathers() -> list[int]:
-    """Count fetches of results, by every client in this process.
-
-    In an in-process cluster the futures a task returns belong to the
-    worker's client, so the count is taken on the class.
-    """
-    from distributed import Client
-
-    counter = [0]
-    original = Client._gather
-
-    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return await original(self, *args, **kwargs)
-
-    Client._gather = counting  # type: ignore[method-assign]
-    counter.append(original)  # type: ignore[arg-type]
-    return counter
-
-
-def _restore(counter: list[Any]) -> None:
-    from distributed import Client
-
-    Client._gather = counter[1]  # type: ignore[method-assign]
-
-
 def demo(client: Any, out: Any = sys.stdout) -> None:
     def say(*lines: str) -> None:
         print(*lines, sep="\n", file=out, flush=True)
@@ -137,16 +112,15 @@ def demo(client: Any, out: Any = sys.stdout) -> None:
     ):
         top = client.submit(tree, 3, 5, pure=False)
         unnest.unwrap(top)  # let every task finish first
-        gathers = _count_gathers()
-        start = time.perf_counter()
-        try:
-            result = resolve(top, [0])
-        except Exception as e:  # on a multi-process cluster: unbound futures
-            say(f"   {name:<24} fails: {type(e).__name__}: {str(e).splitlines()[0][:60]}")
-            continue
-        finally:
-            elapsed = time.perf_counter() - start
-            _restore(gathers)
+        with count_gathers() as gathers:
+            start = time.perf_counter()
+            try:
+                result = resolve(top, [0])
+            except Exception as e:  # on a multi-process cluster: unbound futures
+                say(f"   {name:<24} fails: {type(e).__name__}: {str(e).splitlines()[0][:60]}")
+                continue
+            finally:
+                elapsed = time.perf_counter() - start
         say(
             f"   {name:<24} {elapsed * 1000:8.1f} ms, {gathers[0]:3d} round trips for data,"
             f" {_leaves(result)} leaves"

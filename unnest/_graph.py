@@ -48,6 +48,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from unnest._distributed import same_future
 from unnest._exceptions import add_note, flatten_error, rebuild_error
 from unnest.traverse import (
     CFUTURE,
@@ -498,8 +499,8 @@ class Graph:
             # (key, state) for the others.
             key = obj.key
             node = self.by_key.get(key)
-            if node is not None and node.obj._state is not obj._state:
-                key = (key, id(obj._state))
+            if node is not None and not same_future(node.obj, obj):
+                key = (key, id(obj))
                 node = self.by_key.get(key)
             if node is not None:
                 return self._pending_again(node, parent, pidx, stack)

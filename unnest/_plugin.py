@@ -55,9 +55,10 @@ to tell incarnations apart. Only what an answer needs, and bounded (each a
 :class:`_Memory`): keys gone *with* a why, the newest ``_EXPLAINED`` of them
 (an explanation is worth keeping); keys gone without one and finishing
 times, the newest ``_RECENT`` and none older than ``_HORIZON`` seconds (they
-only make an answer come at once rather than after the grace). One entry
-costs about 200 bytes with a 40-character key (``benchmarks/soak.py``
-measures the process as a whole, and that it levels off).
+only make an answer come at once rather than after the grace). An entry
+costs about 150 bytes, and its key once the scheduler has let go of it
+(about 90 for a 40-character str): 7 MB at the most for all three
+(``benchmarks/soak.py`` shows the process levelling off).
 
 A take-over answers, for each key that is not in the scheduler:
 

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from typing import Any
 
+from unnest import _distributed
 from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 
 logger = logging.getLogger("unnest.handoff")
@@ -130,13 +131,20 @@ async def state(client: Any) -> dict[str, Any]:
     return await _request(client, OP_STATE)
 
 
-def ask_on_stream(client: Any, key: Any) -> None:
+def ask_on_stream(client: Any, key: Any) -> bool:
     """Without the plugin: register interest in ``key`` and ask its state.
 
-    Desire first, then report: the scheduler handles both in order on this
-    client's stream, so a key it knows is now held for us and reported when
-    done, and a key it does not know is answered with ``cancelled-keys``
-    instead of silence.
+    On the client's own stream (:func:`unnest._distributed.send_desire_and_report`):
+    False where that private way is not available.
     """
-    client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})
-    client._send_to_scheduler({"op": "report-key", "key": key})
+    return _distributed.send_desire_and_report(client, key)
+
+
+def cannot_ask(key: Any, place: str) -> HandOffUnavailable:
+    """The error for a future that can be neither taken over nor asked about."""
+    return HandOffUnavailable(
+        f"cannot resolve the future {key!r} at {place}: it is not bound to a live "
+        "client, the scheduler has no unnest hand-off plugin to take it over "
+        "(the scheduler needs unnest installed), and this distributed offers no "
+        "other way to ask the scheduler for it"
+    )

@@ -1,6 +1,7 @@
 """Where unnest's coroutines run, and what they may rely on there.
 
-The lowest layer: it imports nothing else of unnest.
+The lowest layer: of unnest it imports only :mod:`unnest._distributed`
+(which imports nothing of unnest).
 
 * Loops. A call that involves a distributed client runs on that client's
   loop; one that involves none runs on the caller's loop (``unwrap_async``) or
@@ -32,6 +33,8 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
+
+from unnest._distributed import seceded_in_task
 
 CLOSED = ("closing", "closed")
 
@@ -255,21 +258,9 @@ async def run_elsewhere(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEv
         raise
 
 
-@contextlib.contextmanager
-def seceded() -> Iterator[None]:
+def seceded() -> contextlib.AbstractContextManager[None]:
     """Leave the worker's thread pool while we block, if we run in a task."""
-    seceded = False
-    worker_mod = sys.modules.get("distributed.worker")
-    # thread_state.start_time is set only in threads running a worker task.
-    if worker_mod is not None and hasattr(worker_mod.thread_state, "start_time"):
-        with contextlib.suppress(KeyError):  # KeyError: already seceded
-            worker_mod.secede()
-            seceded = True
-    try:
-        yield
-    finally:
-        if seceded:
-            distributed().rejoin()
+    return seceded_in_task()
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ import asyncio
 import time
 from typing import Any
 
-from unnest import _protocol
+from unnest import _distributed, _protocol
 from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 from unnest._graph import PENDING, Node, where
 from unnest._runtime import CLOSED, forgotten_grace, no_gc
@@ -64,7 +64,7 @@ FETCH_PARALLEL = 2
 
 def check_owner(future: Any, client: Any, place: str) -> None:
     """Raise a ValueError if ``future`` cannot be resolved through ``client``."""
-    owner = future._client
+    owner = _distributed.owner(future)
     if owner is not None and owner is not client:
         if owner.status in CLOSED:
             raise ValueError(f"the future {future.key!r} at {place} belongs to a closed client")
@@ -140,7 +140,7 @@ class DistributedWaiter:
         """Wait on ``future`` (the user's, or a collection's) for ``node``."""
         future = node.future = self._bind(node, future)
         self.waiting.add(node)
-        if future._state.done():
+        if _distributed.is_done(future):
             self._state_done(node)
         else:
             self.call.group.spawn(self._wait(node, future))
@@ -148,12 +148,12 @@ class DistributedWaiter:
     def _bind(self, node: Node, future: Any) -> Any:
         """``future``, or an equivalent one of ours bound to the client."""
         client = self.client
-        if future._client is client and future._state is not None:
+        if _distributed.owner(future) is client:
             return future
         check_owner(future, client, where(node))
         key = future.key
-        known = key in client.futures
-        ours = type(future)(key, client)
+        known = _distributed.knows(client, key)
+        ours = _distributed.new_future(key, client, future)
         node.since = time.monotonic()
         if not known:
             # Batched: one take-over request per loop iteration.
@@ -163,14 +163,13 @@ class DistributedWaiter:
         return ours
 
     async def _wait(self, node: Node, future: Any) -> None:
-        await future._state.wait()
+        await _distributed.wait_done(future)
         if node.future is future:
             self._state_done(node)
 
     def _state_done(self, node: Node) -> None:
         future = node.future
-        state = future._state
-        status = state.status
+        status = _distributed.status(future)
         if status == "finished":
             if not self.to_fetch:
                 self.call.loop.call_soon(self.call.guard(self._fetch))
@@ -179,19 +178,27 @@ class DistributedWaiter:
             # Lost between its report and our fetch (a worker died): it runs
             # again, and reports again.
             self.call.group.spawn(self._wait(node, future))
-        elif status == "error":
-            from distributed.core import clean_exception
+        else:  # erred or cancelled
+            failure = _distributed.stored_failure(future)
+            if failure is None:
+                self.call.group.spawn(self._fetch_failure(node, future, status))
+            else:
+                self._failed(node, future, status, *failure)
 
-            _, exc, tb = clean_exception(state.exception, state.traceback)
-            assert exc is not None
+    async def _fetch_failure(self, node: Node, future: Any, status: str) -> None:
+        failure = await _distributed.fetch_failure(self.client, future)
+        if node.future is future:
+            self._failed(node, future, status, *failure)
+
+    def _failed(self, node: Node, future: Any, status: str, exc: BaseException, tb: Any) -> None:
+        if status == "error":
             self._fail(node, detached(exc).with_traceback(tb))
-        else:  # cancelled
-            self._cancelled(node, future)
+        else:
+            self._cancelled(node, future, exc)
 
-    def _cancelled(self, node: Node, future: Any) -> None:
+    def _cancelled(self, node: Node, future: Any, stored: BaseException) -> None:
         from distributed.client import FutureCancelledError
 
-        stored = future._state.exception
         reason = getattr(stored, "reason", None)
         # A fresh error, not the one the client's state keeps: raising that one
         # would tie the state to our frames (and the user's futures in them)
@@ -206,7 +213,7 @@ class DistributedWaiter:
             error.__cause__ = exc
             self.call.end(error)
             return
-        if client.futures.get(future.key) is not future._state:
+        if not _distributed.state_is_clients(client, future):
             # The client dropped the state itself: Client.cancel (whose default
             # reason is also "unknown") or a release. The user cancelled it.
             self._fail(node, exc)
@@ -221,20 +228,33 @@ class DistributedWaiter:
         # off, until the grace period ends.
         waited = time.monotonic() - node.since
         if reason == "unknown" and waited < forgotten_grace():
-            # Every Future of this key in this client came from a take-over
-            # (the client did not know the key), so "pending" is the truth.
-            future._state.reset()
-            self.call.group.spawn(self._ask_again(node, future, waited, rewait=True))
+            self.call.group.spawn(self._renew(node, future, waited))
             return
         self._fail(node, ForgottenFutureError(future.key, where(node)))
+
+    async def _renew(self, node: Node, future: Any, waited: float) -> None:
+        # Every Future of this key in this client came from a take-over (the
+        # client did not know the key), so "pending" is the truth.
+        renewed = await _distributed.renew(self.client, future)
+        if node.future is not future:
+            if renewed is not future:
+                renewed.release()
+            return
+        node.future = renewed
+        await self._ask_again(node, renewed, waited, rewait=True)
 
     def _fail(self, node: Node, exc: BaseException) -> None:
         self._drop(node)
         self.call.fail(node, exc)
 
     def _drop(self, node: Node) -> None:
+        """The node is done with its future: one of ours is released now, not
+        whenever the last reference to it goes (a frame or a traceback may
+        hold it until the garbage collector runs)."""
         self.waiting.discard(node)
-        node.future = None
+        future, node.future = node.future, None
+        if future is not None and future is not node.obj:
+            future.release()
 
     # -- fetching --------------------------------------------------------------
 
@@ -282,7 +302,7 @@ class DistributedWaiter:
                 future = node.future
                 if future is None or node.state is not PENDING:
                     continue
-                if future._state.status == "finished" and future.key in data:
+                if _distributed.status(future) == "finished" and future.key in data:
                     self._drop(node)
                     found = len(graph.new)
                     self.call.complete(node, data[future.key])
@@ -322,23 +342,10 @@ class DistributedWaiter:
             task.exception()  # retrieved: whoever awaited it has it, or has ended
 
     async def _values(self, futures: dict[Any, Any]) -> dict[Any, Any]:
-        """The values of ``futures`` (reported finished), by key.
-
-        One scheduler ``gather`` request: what ``Client._gather`` sends once
-        every future it is given is done, without its wait on each future
-        first (a task per key, ~15 us each: 10,000 finished futures came in
-        963 ms this way, 1,390 ms through ``Client._gather`` in the same
-        chunks). What that request cannot bring (a key lost since its report)
-        and clients that gather from the workers directly go through
-        ``Client._gather``, which reschedules lost keys; keys it skips are
-        waited for again by the caller.
-        """
-        client = self.client
-        if not self._direct():
-            response = await client.scheduler.gather(keys=list(futures))
-            if response["status"] == "OK":
-                return response["data"]
-        return await client._gather(futures, errors="skip")
+        """The values of ``futures`` (reported finished), by key: one request
+        (:func:`unnest._distributed.fetch`); keys it could not bring are
+        waited for again by the caller."""
+        return await _distributed.fetch(self.client, futures, self._direct())
 
     def _direct(self) -> bool:
         """Does the client gather from the workers directly (``Client._gather``'s rule)?"""
@@ -391,7 +398,8 @@ class DistributedWaiter:
                 self._fail(node, _protocol.gone_error(future.key, where(node), why.get(future.key)))
             elif future.key in unknown:
                 if reply is None:
-                    _protocol.ask_on_stream(client, future.key)  # answered on our stream
+                    if not _protocol.ask_on_stream(client, future.key):  # answered on our stream
+                        self._fail(node, _protocol.cannot_ask(future.key, where(node)))
                 else:
                     hint = hints.get(future.key)
                     self.call.group.spawn(self._ask_again(node, future, 0.0, hint=hint))
@@ -417,10 +425,7 @@ class DistributedWaiter:
         key = future.key
         while True:
             if not self.plugin:
-                try:
-                    story = await client.scheduler.get_story(keys_or_stimuli=[key])
-                except Exception:
-                    story = []
+                story = await _distributed.story(client, key)
                 if any(t[0] == key and t[2] == "forgotten" for t in story):
                     break
             grace = forgotten_grace()

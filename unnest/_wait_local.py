@@ -73,7 +73,7 @@ class LocalWaiter:
             if waiter is None or waiter.call.ended:
                 return
             with contextlib.suppress(RuntimeError):  # the loop is closed: call is over
-                loop.call_soon_threadsafe(waiter.call.guard(waiter._concurrent_done), node, f)
+                loop.call_soon_threadsafe(waiter.call.guard(waiter.concurrent_done), node, f)
 
         future.add_done_callback(done)
 
@@ -95,11 +95,11 @@ class LocalWaiter:
             while self.ready and not self.call.ended:
                 with self.call.batch():
                     while self.ready and not self.call.ended:
-                        self._concurrent_done(*self.ready.popleft())
+                        self.concurrent_done(*self.ready.popleft())
         finally:
             self.draining = False
 
-    def _concurrent_done(self, node: Node, f: Any) -> None:
+    def concurrent_done(self, node: Node, f: Any) -> None:
         if node.state is not PENDING or self.call.ended:
             return
         if f.cancelled():

@@ -164,7 +164,7 @@ def _unwrapped(obj: Any) -> Any:
     if isinstance(obj, resolving):
         return obj
     if isinstance(obj, _ResolvingLeaf):
-        return obj._obj
+        return obj.wrapper
     return None
 
 
@@ -193,19 +193,23 @@ class _ResolvingLeaf(DelayedLeaf):  # type: ignore[misc]
     # The Delayed made by ``resolves_nested``: ``__wrapped__`` is the function.
     # (No docstring: a class's own __doc__ would hide the function's.)
 
-    __slots__ = ()
+    __slots__ = ("wrapper",)
+
+    def __init__(self, wrapper: resolving, *args: Any, **kwargs: Any) -> None:
+        super().__init__(wrapper, *args, **kwargs)
+        self.wrapper = wrapper
 
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
-        return self._obj.__doc__
+        return self.wrapper.__doc__
 
     @property
     def __wrapped__(self) -> Any:
-        return self._obj.func
+        return self.wrapper.func
 
     @property
     def __signature__(self) -> inspect.Signature:
-        return inspect.signature(self._obj.func)
+        return inspect.signature(self.wrapper.func)
 
 
 def resolves_nested(
@@ -271,4 +275,7 @@ def resolves_nested(
     leaf = dask.delayed(wrapper, **delayed_options)
     if not isinstance(leaf, DelayedLeaf):
         return leaf
-    return _ResolvingLeaf(leaf._obj, leaf._key, pure=leaf._pure, nout=leaf._nout)
+    # The same leaf, of our subclass: what dask.delayed made it from, and the
+    # key it named.
+    pure, nout = delayed_options.get("pure"), delayed_options.get("nout")
+    return _ResolvingLeaf(wrapper, leaf.key, pure=pure, nout=nout)

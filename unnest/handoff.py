@@ -33,10 +33,9 @@ the hold with it -- in between.
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any, TypeVar
 
-from unnest import _protocol
+from unnest import _distributed, _protocol
 from unnest._runtime import CLOSED, config_seconds, in_loop_thread
 from unnest.traverse import FUTURE, placeholders
 
@@ -53,8 +52,9 @@ def _client_for(futures: list[Any]) -> Any:
     import distributed
 
     for future in futures:
-        if future._client is not None:
-            return future._client
+        client = _distributed.owner(future)
+        if client is not None:
+            return client
     return distributed.get_client()
 
 
@@ -69,14 +69,11 @@ def _needs_hold(futures: list[Any], carrier: Any) -> bool:
     """
     if carrier is not None:
         return True
-    worker = sys.modules.get("distributed.worker")
-    worker_clients = set()
-    if worker is not None:
-        worker_clients = {id(w._client) for w in list(worker.Worker._instances) if w._client}
-    return any(
-        f._client is None or f._client.status in CLOSED or id(f._client) in worker_clients
-        for f in futures
-    )
+    for future in futures:
+        client = _distributed.owner(future)
+        if client is None or client.status in CLOSED or _distributed.is_worker_client(client):
+            return True
+    return False
 
 
 def hand_off(obj: T) -> T:

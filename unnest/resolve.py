@@ -57,6 +57,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+from unnest._distributed import owner
 from unnest._exceptions import ForgottenFutureError, loop_thread_error
 from unnest._graph import SAME, Graph, Node, describe, where
 from unnest._progress import Progress, reporter
@@ -121,7 +122,7 @@ class Call:
         if self.client is None:
             futures = [node.obj for node in self.graph.new if node.kind is FUTURE]
             if futures:
-                bound = [f for f in futures if f._client is not None]
+                bound = [f for f in futures if owner(f) is not None]
                 self.primary((bound or futures)[0])
             elif any(node.kind is COLLECTION for node in self.graph.new):
                 self.client = distributed_scheduler()
@@ -160,9 +161,9 @@ class Call:
         """The client all futures are waited on through (decided once)."""
         if self.client is None:
             client = worker_client()
-            owner = future._client if future is not None else None
-            if client is None and owner is not None and owner.status not in CLOSED:
-                client = owner
+            bound = owner(future) if future is not None else None
+            if client is None and bound is not None and bound.status not in CLOSED:
+                client = bound
             if client is None:
                 client = current_client()
             if client is None:

@@ -196,6 +196,7 @@ class _Stream:
     """What both iterators share: the arguments, the walk, the current item."""
 
     _state = ENDED  # until __init__ has checked the arguments (for __del__)
+    _queue: Any = None  # the items, once started: each iterator's own kind of queue
 
     def __init__(
         self,
@@ -303,9 +304,8 @@ class AsResolved(_Stream):
         return self._item(item)
 
     def _wake(self) -> None:
-        q = getattr(self, "_queue", None)
-        if q is not None:
-            q.put(_CLOSED)
+        if self._queue is not None:
+            self._queue.put(_CLOSED)
 
     def _start(self) -> None:
         assert self._args is not None
@@ -420,7 +420,7 @@ class AsResolvedAsync(_Stream):
     _here: asyncio.AbstractEventLoop | None = None  # the consumer's loop
 
     def _wake(self) -> None:
-        q, here = getattr(self, "_queue", None), self._here
+        q, here = self._queue, self._here
         if q is None or here is None:
             return
         if in_loop_thread(here):
