@@ -109,3 +109,20 @@ def test_imports_go_one_way():
     assert graph["unnest._runtime"] == {"unnest._distributed"}
     assert graph["unnest._exceptions"] == set()
     assert graph["unnest._plugin"] == set()
+
+
+def test_no_private_name_is_imported_from_another_module():
+    # A module's private names are its own: what another module needs is
+    # public in the module that has it (private modules are fine to import).
+    import ast
+
+    modules = {p.stem for p in (ROOT / "unnest").glob("*.py")}
+    found = []
+    for path in sorted((ROOT / "unnest").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("unnest"):
+                for alias in node.names:
+                    is_module = node.module == "unnest" and alias.name in modules
+                    if alias.name.startswith("_") and not is_module:
+                        found.append(f"{path.name}:{node.lineno}: {node.module}.{alias.name}")
+    assert found == []

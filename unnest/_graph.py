@@ -57,8 +57,8 @@ from unnest.traverse import (
     LEAF,
     OPAQUE,
     Container,
-    _kinds,
     kind_of,
+    known_kinds,
 )
 
 SAME = object()  # outcome: nothing inside to resolve
@@ -246,7 +246,7 @@ class Graph:
         # cache of static types, filled as the walk meets others: for the
         # call's length it keeps heap types alive, which the global cache
         # must not (see unnest.traverse), at the cost of one miss per type.
-        self.kinds: dict[type, Any] = _kinds.copy()
+        self.kinds: dict[type, Any] = known_kinds()
         self.discovered = 0  # placeholders found so far
         self.resolved = 0  # of which done or failed
         # Told of every placeholder node done (value, or exception under

@@ -51,6 +51,43 @@ def distributed() -> Any:
 
 
 # ---------------------------------------------------------------------------
+# Outcomes
+
+
+class Outcome:
+    """How a call ended: its value, or the error it raises.
+
+    Carried as data from the loop where the call ran to the caller's frame,
+    where :meth:`unwrap` gives the value or raises the error (trio's
+    ``outcome.Value``/``outcome.Error`` in one small type).
+    """
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None):
+        self.value = value
+        self.error = error
+
+    def unwrap(self) -> Any:
+        """The value, or raise the error, holding on to nothing.
+
+        The outcome is emptied and the error dropped from this frame before it
+        propagates: a traceback refers to the frames it passes through, and a
+        frame that still held the error would make a cycle that keeps the
+        call's futures (the user's too) alive until the garbage collector
+        runs.
+        """
+        value, error = self.value, self.error
+        self.value = self.error = None
+        if error is None:
+            return value
+        try:
+            raise error
+        finally:
+            del error
+
+
+# ---------------------------------------------------------------------------
 # Clients
 
 
@@ -190,7 +227,7 @@ class TaskGroup:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _submit(
+def submit(
     coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
 ) -> tuple[concurrent.futures.Future[Any], concurrent.futures.Future[None]]:
     """Run ``coro`` on ``loop`` (another thread's).
@@ -223,7 +260,7 @@ def run_blocking(
     due) and ``tick()``, called in this thread while it waits; what it
     raises interrupts the wait.
     """
-    future, finished = _submit(coro, loop)
+    future, finished = submit(coro, loop)
     try:
         if tick is None:
             return future.result()
@@ -248,7 +285,7 @@ async def run_elsewhere(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEv
     cleanup awaited for up to :data:`CLEANUP_WAIT` seconds before the
     cancellation propagates.
     """
-    future, finished = _submit(coro, loop)
+    future, finished = submit(coro, loop)
     try:
         return await asyncio.wrap_future(future)
     except asyncio.CancelledError:

@@ -24,7 +24,7 @@ import dask
 from dask.delayed import DelayedLeaf
 
 from unnest.handoff import hand_off
-from unnest.resolve import _check, unwrap
+from unnest.resolve import check_arguments, unwrap
 
 __all__ = ["resolves_nested", "resolving"]
 
@@ -88,7 +88,7 @@ class resolving:
     ):
         if not callable(func):
             raise TypeError(f"`func` must be callable, got {func!r}")
-        _check(None, timeout)
+        check_arguments(None, timeout)
         if isinstance(func, resolving):
             timeout = func.timeout if timeout is None else timeout
             resolve_output = resolve_output or func.resolve_output

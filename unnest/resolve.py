@@ -39,7 +39,7 @@ Invariants
   Nothing of the user's is cancelled or released.
 * **The loop is never the victim**: :meth:`Call.complete`, :meth:`Call.fail`
   and every loop callback catch ``BaseException``; the call's outcome is
-  carried back as data, ``(value, error)``, and raised in the caller's frame
+  carried back as data, an :class:`~unnest._runtime.Outcome`, and raised in the caller's frame
   only. ``SystemExit`` stored in a concurrent future is raised by that
   call, in the caller's thread, and by nothing else.
 * A blocking ``unwrap`` inside a worker task secedes from the worker's thread
@@ -63,6 +63,7 @@ from unnest._graph import SAME, Graph, Node, describe, where
 from unnest._progress import Progress, reporter
 from unnest._runtime import (
     CLOSED,
+    Outcome,
     TaskGroup,
     current_client,
     distributed,
@@ -177,8 +178,8 @@ class Call:
 
     # -- running -------------------------------------------------------------
 
-    async def run(self) -> list[Any]:
-        """Resolve; return ``[value, error]``. Raises only its own cancellation."""
+    async def run(self) -> Outcome:
+        """Resolve; return the outcome. Raises only its own cancellation."""
         self.loop = loop = asyncio.get_running_loop()
         self.done = loop.create_future()
         try:
@@ -202,7 +203,7 @@ class Call:
             # so the placeholders it kept (the user's futures among them) go
             # with the user's last reference, not with the next GC.
             self.graph.clear()
-        return [value, error]
+        return Outcome(value, error)
 
     def guard(self, func: Any) -> Any:
         """``func`` as a loop callback: whatever it raises ends the call."""
@@ -336,10 +337,11 @@ class Call:
                         loop.call_soon_threadsafe(self.guard(self._relayed), mine, value)
 
             call.graph.on_done = done
-            values, error = await run_elsewhere(call.run(), client.loop.asyncio_loop)
-            if error is not None:
-                self.end(error)
+            outcome = await run_elsewhere(call.run(), client.loop.asyncio_loop)
+            if outcome.error is not None:
+                self.end(outcome.error)
                 return
+            values = outcome.value
         for node, value in zip(nodes, values):
             self.complete(node, value)  # any not filled by now (a node is filled once)
 
@@ -383,25 +385,8 @@ register_builtin(
 # Public API
 
 
-def _deliver(outcome: list[Any]) -> Any:
-    """The value of ``[value, error]``, or raise the error, holding on to nothing.
-
-    The list is emptied and the error dropped from this frame before it
-    propagates: a traceback refers to the frames it passes through, and a
-    frame that still held the error would make a cycle that keeps the
-    call's futures (the user's too) alive until the garbage collector runs.
-    """
-    value, error = outcome
-    outcome.clear()
-    if error is None:
-        return value
-    try:
-        raise error
-    finally:
-        del error
-
-
-def _check(client: Any, timeout: Any) -> None:
+def check_arguments(client: Any, timeout: Any) -> None:
+    """A TypeError or ValueError naming a bad ``client`` or ``timeout``."""
     if client is not None and not isinstance(client, distributed().Client):
         raise TypeError(
             f"`client` must be a distributed.Client or None, got {type(client).__name__}"
@@ -498,7 +483,7 @@ def unwrap(
     >>> unwrap({"x": client.submit(lambda: [client.submit(inc, 1)])})  # doctest: +SKIP
     {'x': [2]}
     """
-    _check(client, timeout)
+    check_arguments(client, timeout)
     report = reporter(progress)
     if client is not None and in_loop_thread(client.loop.asyncio_loop):
         raise loop_thread_error(client)
@@ -517,7 +502,7 @@ def unwrap(
             outcome = run_blocking(call.run(), loop)
         else:
             outcome = report.blocking(call.run(), loop, call.graph)
-    return _deliver(outcome)  # type: ignore[no-any-return]
+    return outcome.unwrap()  # type: ignore[no-any-return]
 
 
 async def unwrap_async(
@@ -566,7 +551,7 @@ async def unwrap_async(
     ...     asyncio.run(unwrap_async({"n": nested}))
     {'n': [1024]}
     """
-    _check(client, timeout)
+    check_arguments(client, timeout)
     report = reporter(progress)
     call = Call(client, timeout, return_exceptions)
     out = call.begin(obj)
@@ -583,7 +568,7 @@ async def unwrap_async(
         outcome = await run
     else:
         outcome = await report.awaiting(run, call.graph, call.end, loop)
-    return _deliver(outcome)  # type: ignore[no-any-return]
+    return outcome.unwrap()  # type: ignore[no-any-return]
 
 
 unwrap_or_wait = unwrap

@@ -9,7 +9,7 @@ or with its exception under ``return_exceptions``. The nodes of the
 placeholders found in the *input* are watched: the hook puts ``(place,
 value)`` on a queue that the iterator reads in the consumer's thread
 (:func:`as_resolved`) or loop (:func:`as_resolved_async`), and the call's
-``[value, error]`` follows the last of them on the same queue. The order is
+outcome follows the last of them on the same queue. The order is
 the order in which the engine filled the nodes: completion order.
 
 Paths are read off the input's nodes once, before the call starts, in the
@@ -48,8 +48,15 @@ from typing import Any
 from unnest._exceptions import loop_thread_error
 from unnest._graph import ROOT, Node, parents
 from unnest._progress import Progress, Reporter, Ticker, in_loop, reporter
-from unnest._runtime import CLEANUP_WAIT, _submit, in_loop_thread, private_loop, seceded
-from unnest.resolve import Call, _check, _deliver
+from unnest._runtime import (
+    CLEANUP_WAIT,
+    Outcome,
+    in_loop_thread,
+    private_loop,
+    seceded,
+    submit,
+)
+from unnest.resolve import Call, check_arguments
 from unnest.traverse import Key
 
 __all__ = ["AsResolved", "AsResolvedAsync", "Key", "as_resolved", "as_resolved_async"]
@@ -75,7 +82,7 @@ _CLOSED = object()
 
 def _is_end(item: Any) -> bool:
     """Does ``item`` end the iteration: the close marker, or the call's outcome?"""
-    return item is _CLOSED or type(item) is list
+    return item is _CLOSED or type(item) is Outcome
 
 
 # ---------------------------------------------------------------------------
@@ -171,10 +178,10 @@ class _Feed:
 
 
 async def _drive(call: Call, feed: _Feed) -> None:
-    """Run the call; its outcome, ``[value, error]``, goes on the queue last."""
+    """Run the call; its outcome goes on the queue last."""
     outcome = await call.run()
     feed.watched = {}
-    outcome[0] = None  # the rebuilt structure: the stream hands on its parts only
+    outcome.value = None  # the rebuilt structure: the stream hands on its parts only
     feed.put(outcome)
 
 
@@ -206,7 +213,7 @@ class _Stream:
         return_exceptions: bool,
         progress: Progress,
     ):
-        _check(client, timeout)
+        check_arguments(client, timeout)
         self._report: Reporter | None = reporter(progress)
         self._args: tuple[Any, ...] | None = (obj, client, timeout, return_exceptions)
         self._call: Call | None = None
@@ -270,10 +277,9 @@ class _Stream:
         self._ended()
         if item is _CLOSED:
             return
-        if isinstance(item[1], _Closed):
-            item.clear()
-            return
-        _deliver(item)
+        if isinstance(item.error, _Closed):
+            item.error = None
+        item.unwrap()
 
     def _ended(self) -> None:
         """The call has ended by itself (its outcome is on hand): drop it."""
@@ -326,7 +332,7 @@ class AsResolved(_Stream):
         feed = _Feed(watched, self._queue.put)
         call.graph.on_done = feed.done
         self._call, self._loop = call, loop
-        _, self._finished = _submit(_drive(call, feed), loop)
+        _, self._finished = submit(_drive(call, feed), loop)
         self._state = RUNNING
 
     def _get(self) -> Any:
@@ -446,7 +452,7 @@ class AsResolvedAsync(_Stream):
         else:
             feed = _Feed(watched, _put_from_elsewhere(here, self._queue))
             call.graph.on_done = feed.done
-            _, self._finished = _submit(_drive(call, feed), loop)
+            _, self._finished = submit(_drive(call, feed), loop)
         self._call, self._loop = call, loop
         if self._report is not None:
             self._ticker = Ticker(self._report, in_loop(call.end, loop))

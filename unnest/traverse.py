@@ -302,6 +302,11 @@ def _load_lazy() -> None:
                     del _lazy[module]
 
 
+def known_kinds() -> dict[type, Any]:
+    """A copy of the cache of static types' kinds (the walker's fast path)."""
+    return _kinds.copy()
+
+
 def kind_of(tp: type) -> Any:
     """What the walker does with instances of ``tp`` (cached, see above)."""
     try:
