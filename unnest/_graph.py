@@ -44,6 +44,7 @@ Invariants
 
 from __future__ import annotations
 
+import enum
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +57,7 @@ from unnest.traverse import (
     FUTURE,
     LEAF,
     OPAQUE,
+    ROOT,
     Container,
     kind_of,
     known_kinds,
@@ -64,9 +66,17 @@ from unnest.traverse import (
 SAME = object()  # outcome: nothing inside to resolve
 _MISS = object()  # a type not classified yet
 _EXPANDING = object()  # memo marker: container on the walk stack (cycle check)
-ROOT = object()  # the kind of the root node
 
-PENDING, DONE, FAILED = "pending", "done", "failed"
+
+class State(enum.Enum):
+    """A node's life: pending, then done (with its value) or failed (with its error)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+PENDING, DONE, FAILED = State
 
 
 class Node:

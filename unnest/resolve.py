@@ -55,7 +55,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from unnest._distributed import owner
 from unnest._exceptions import ForgottenFutureError, loop_thread_error
@@ -80,6 +80,13 @@ from unnest._runtime import (
 from unnest._wait_distributed import DistributedWaiter
 from unnest._wait_local import LocalWaiter
 from unnest.traverse import CFUTURE, COLLECTION, FUTURE, Container, register_builtin
+
+if TYPE_CHECKING:  # only: importing unnest imports no distributed
+    import concurrent.futures
+
+    from distributed import Client, Future
+
+    from unnest.traverse import opaque
 
 __all__ = ["ForgottenFutureError", "unwrap", "unwrap_async", "unwrap_or_wait"]
 
@@ -398,14 +405,54 @@ def check_arguments(client: Any, timeout: Any) -> None:
             raise ValueError(f"`timeout` must be non-negative, got {timeout!r}")
 
 
+# The overloads say what a type checker can know: the value of a future's
+# result type, and of an opaque's contents. Anything else -- containers,
+# dask collections -- resolves to values whose types the checker cannot
+# follow (a future's result may itself hold futures), hence Any. Issue 18.
+@overload
 def unwrap(
-    obj: T,
+    obj: opaque[T],
     *,
-    client: Any = None,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: bool = ...,
+    progress: Progress = ...,
+) -> T: ...
+@overload
+def unwrap(
+    obj: Future[T] | concurrent.futures.Future[T],
+    *,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: Literal[False] = ...,
+    progress: Progress = ...,
+) -> T: ...
+@overload
+def unwrap(
+    obj: Future[T] | concurrent.futures.Future[T],
+    *,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: bool,
+    progress: Progress = ...,
+) -> T | BaseException: ...
+@overload
+def unwrap(
+    obj: Any,
+    *,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: bool = ...,
+    progress: Progress = ...,
+) -> Any: ...
+def unwrap(
+    obj: Any,
+    *,
+    client: Any = None,  # checked at run time, for untyped callers
     timeout: float | None = None,
     return_exceptions: bool = False,
     progress: Progress = False,
-) -> T:
+) -> Any:
     """Replace every placeholder in ``obj`` by its value, to any depth.
 
     Walks lists, tuples, namedtuples, dicts (and subclasses), sets,
@@ -492,7 +539,7 @@ def unwrap(
     if out is not call.graph.root:
         if report is not None:
             report.finish(call.graph)
-        return out  # type: ignore[no-any-return]
+        return out
     call.check_client()
     loop = call.target_loop() or private_loop()
     if in_loop_thread(loop):
@@ -502,17 +549,53 @@ def unwrap(
             outcome = run_blocking(call.run(), loop)
         else:
             outcome = report.blocking(call.run(), loop, call.graph)
-    return outcome.unwrap()  # type: ignore[no-any-return]
+    return outcome.unwrap()
 
 
+@overload
 async def unwrap_async(
-    obj: T,
+    obj: opaque[T],
     *,
-    client: Any = None,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: bool = ...,
+    progress: Progress = ...,
+) -> T: ...
+@overload
+async def unwrap_async(
+    obj: Future[T] | concurrent.futures.Future[T],
+    *,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: Literal[False] = ...,
+    progress: Progress = ...,
+) -> T: ...
+@overload
+async def unwrap_async(
+    obj: Future[T] | concurrent.futures.Future[T],
+    *,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: bool,
+    progress: Progress = ...,
+) -> T | BaseException: ...
+@overload
+async def unwrap_async(
+    obj: Any,
+    *,
+    client: Client | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: bool = ...,
+    progress: Progress = ...,
+) -> Any: ...
+async def unwrap_async(
+    obj: Any,
+    *,
+    client: Any = None,  # checked at run time, for untyped callers
     timeout: float | None = None,
     return_exceptions: bool = False,
     progress: Progress = False,
-) -> T:
+) -> Any:
     """Replace every placeholder in ``obj`` by its value, without blocking.
 
     The same as :func:`unwrap`, for coroutines: works with asynchronous
@@ -558,7 +641,7 @@ async def unwrap_async(
     if out is not call.graph.root:
         if report is not None:
             await report.afinish(call.graph)
-        return out  # type: ignore[no-any-return]
+        return out
     call.check_client()
     loop = call.target_loop()
     if loop is not None and in_loop_thread(loop):
@@ -568,7 +651,7 @@ async def unwrap_async(
         outcome = await run
     else:
         outcome = await report.awaiting(run, call.graph, call.end, loop)
-    return outcome.unwrap()  # type: ignore[no-any-return]
+    return outcome.unwrap()
 
 
 unwrap_or_wait = unwrap

@@ -40,13 +40,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import queue
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unnest._exceptions import loop_thread_error
-from unnest._graph import ROOT, Node, parents
+from unnest._graph import Node, parents
 from unnest._progress import Progress, Reporter, Ticker, in_loop, reporter
 from unnest._runtime import (
     CLEANUP_WAIT,
@@ -57,13 +58,25 @@ from unnest._runtime import (
     submit,
 )
 from unnest.resolve import Call, check_arguments
-from unnest.traverse import Key
+from unnest.traverse import ROOT, Key
+
+if TYPE_CHECKING:  # only: importing unnest imports no distributed
+    from distributed import Client
 
 __all__ = ["AsResolved", "AsResolvedAsync", "Key", "as_resolved", "as_resolved_async"]
 
 Path = tuple[Any, ...]
 
-NEW, RUNNING, ENDED = "new", "running", "ended"
+
+class _Phase(enum.Enum):
+    """Where an iterator is: not started, its call running, or over."""
+
+    NEW = "new"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+NEW, RUNNING, ENDED = _Phase
 
 
 class _StreamCall(Call):
@@ -513,7 +526,7 @@ def _loop_error(client: Any) -> RuntimeError:
 def as_resolved(
     obj: Any,
     *,
-    client: Any = None,
+    client: Client | None = None,
     timeout: float | None = None,
     return_exceptions: bool = False,
     progress: Progress = False,
@@ -616,7 +629,7 @@ def as_resolved(
 def as_resolved_async(
     obj: Any,
     *,
-    client: Any = None,
+    client: Client | None = None,
     timeout: float | None = None,
     return_exceptions: bool = False,
     progress: Progress = False,

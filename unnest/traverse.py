@@ -31,11 +31,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import enum
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 from unnest._instances import copy_instance
 
@@ -46,6 +47,7 @@ T = TypeVar("T")
 Flatten = Callable[[Any], tuple[Sequence[Any], Callable[[list[Any]], Any]]]
 Label = Callable[[Any, int], str]
 Keys = Callable[[Any], Sequence[Any]]
+F = TypeVar("F", bound=Flatten)  # a flatten, given back as it came
 
 
 class Container(NamedTuple):
@@ -95,13 +97,19 @@ class Key:
         return Key, (self.key,)
 
 
-# What the walker does with an element, by type. A type maps to one of these
-# markers or to its `Container`.
-LEAF = None
-FUTURE = "future"  # distributed.Future
-CFUTURE = "concurrent"  # concurrent.futures.Future
-COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
-OPAQUE = "opaque"  # unnest.opaque: replaced by what it wraps, never entered
+class Kind(enum.Enum):
+    """What the walker does with an element, by type (a type's other kind is
+    its :class:`Container`)."""
+
+    LEAF = "leaf"  # nothing inside: the very same object back
+    FUTURE = "future"  # distributed.Future
+    CFUTURE = "concurrent"  # concurrent.futures.Future
+    COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
+    OPAQUE = "opaque"  # unnest.opaque: replaced by what it wraps, never entered
+    ROOT = "root"  # no element's: the kind of the root node of a call's graph
+
+
+LEAF, FUTURE, CFUTURE, COLLECTION, OPAQUE, ROOT = Kind
 
 # Containers by class: the user's (register_container) and unnest's own
 # (register_builtin). The user's win, for the class and its subclasses, over
@@ -169,7 +177,7 @@ class opaque(Generic[T]):
     def __eq__(self, other: object) -> Any:
         if type(other) is not type(self):
             return NotImplemented
-        return self.obj is other.obj or self.obj == other.obj  # type: ignore[attr-defined]
+        return self.obj is other.obj or self.obj == other.obj
 
     def __hash__(self) -> int:
         return hash(self.obj)
@@ -182,6 +190,12 @@ def _index_label(obj: Any, i: int) -> str:
     return f"[{i}]"
 
 
+@overload
+def register_container(cls: type, flatten: F, *, label: Label | None = ...) -> F: ...
+@overload
+def register_container(
+    cls: type, flatten: None = ..., *, label: Label | None = ...
+) -> Callable[[F], F]: ...
 def register_container(
     cls: type,
     flatten: Flatten | None = None,
