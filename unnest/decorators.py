@@ -18,18 +18,26 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 import dask
-from dask.delayed import DelayedLeaf
+from dask.delayed import Delayed, DelayedLeaf
 
 from unnest.handoff import hand_off
 from unnest.resolve import check_arguments, unwrap
 
 __all__ = ["resolves_nested", "resolving"]
 
+# The wrapped function's parameters and return type, kept (issue 18).
+P = ParamSpec("P")
+R = TypeVar("R")
+# The same for the function a decorator made with options (`@resolving(timeout=5)`)
+# is applied to: bound by that call, not by the class.
+P2 = ParamSpec("P2")
+R2 = TypeVar("R2")
 
-class resolving:
+
+class resolving(Generic[P, R]):
     """Wrap ``func`` so that its arguments are resolved before it runs.
 
     Every positional and keyword argument is passed through
@@ -68,24 +76,47 @@ class resolving:
     'total'
     """
 
-    func: Callable[..., Any]
+    func: Callable[P, R]
     timeout: float | None
     resolve_output: bool
 
+    # Bare and with options, as dask.delayed. All in __new__, no __init__: mypy
+    # types a call of a class by its __init__ when it has one, and an __init__
+    # cannot say that `resolving(timeout=5)` is a decorator. With
+    # resolve_output=True the return type is Any: the function's value, resolved.
+    @overload
     def __new__(
-        cls, func: Callable[..., Any] | None = None, **options: Any
-    ) -> Any:  # bare and with options, as dask.delayed
-        if func is None:
-            return functools.partial(cls, **options)
-        return super().__new__(cls)
-
-    def __init__(
-        self,
-        func: Callable[..., Any],
+        cls,
+        func: Callable[P, R],
+        *,
+        timeout: float | None = ...,
+        resolve_output: Literal[False] = ...,
+    ) -> resolving[P, R]: ...
+    @overload
+    def __new__(
+        cls, func: Callable[P, Any], *, timeout: float | None = ..., resolve_output: bool
+    ) -> resolving[P, Any]: ...
+    @overload
+    def __new__(  # type: ignore[misc]  # mypy: __new__ "must return a class instance"
+        cls,
+        func: None = ...,
+        *,
+        timeout: float | None = ...,
+        resolve_output: Literal[False] = ...,
+    ) -> Callable[[Callable[P2, R2]], resolving[P2, R2]]: ...
+    @overload
+    def __new__(  # type: ignore[misc]
+        cls, func: None = ..., *, timeout: float | None = ..., resolve_output: bool
+    ) -> Callable[[Callable[P2, Any]], resolving[P2, Any]]: ...
+    def __new__(
+        cls,
+        func: Callable[..., Any] | None = None,
         *,
         timeout: float | None = None,
         resolve_output: bool = False,
-    ):
+    ) -> Any:
+        if func is None:
+            return functools.partial(cls, timeout=timeout, resolve_output=resolve_output)
         if not callable(func):
             raise TypeError(f"`func` must be callable, got {func!r}")
         check_arguments(None, timeout)
@@ -93,17 +124,19 @@ class resolving:
             timeout = func.timeout if timeout is None else timeout
             resolve_output = resolve_output or func.resolve_output
             func = func.func
+        self = super().__new__(cls)
         self.func = func
         self.timeout = timeout
         self.resolve_output = bool(resolve_output)
         functools.update_wrapper(self, func)
+        return self
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if args or kwargs:
             args, kwargs = unwrap((args, kwargs), timeout=self.timeout)
         result = self.func(*args, **kwargs)
         if self.resolve_output:
-            return unwrap(result, timeout=self.timeout)
+            return cast(R, unwrap(result, timeout=self.timeout))  # R is Any then
         return hand_off(result)
 
     @property
@@ -141,6 +174,10 @@ class resolving:
             return _from_module, where
         return _rebuild, (self.func, self.timeout, self.resolve_output)
 
+    @overload
+    def __get__(self, instance: None, owner: Any = None) -> resolving[P, R]: ...
+    @overload
+    def __get__(self, instance: object, owner: Any = None) -> Callable[..., R]: ...
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         # Methods: bind like a function would.
         if instance is None:
@@ -148,7 +185,9 @@ class resolving:
         return functools.partial(self, instance)
 
 
-def _rebuild(func: Callable[..., Any], timeout: float | None, resolve_output: bool) -> resolving:
+def _rebuild(
+    func: Callable[..., Any], timeout: float | None, resolve_output: bool
+) -> resolving[..., Any]:
     return resolving(func, timeout=timeout, resolve_output=resolve_output)
 
 
@@ -159,7 +198,7 @@ def _attribute(module: str, qualname: str) -> Any:
     return obj
 
 
-def _unwrapped(obj: Any) -> Any:
+def _unwrapped(obj: Any) -> resolving[..., Any] | None:
     """The ``resolving`` behind a module attribute, if it is one of ours."""
     if isinstance(obj, resolving):
         return obj
@@ -168,7 +207,7 @@ def _unwrapped(obj: Any) -> Any:
     return None
 
 
-def _by_reference(wrapper: resolving) -> tuple[str, str] | None:
+def _by_reference(wrapper: resolving[..., Any]) -> tuple[str, str] | None:
     """``(module, qualname)`` if the module attribute is this very wrapper."""
     module = getattr(wrapper.func, "__module__", None)
     qualname = getattr(wrapper.func, "__qualname__", None)
@@ -182,22 +221,26 @@ def _by_reference(wrapper: resolving) -> tuple[str, str] | None:
     return (module, qualname) if found is wrapper else None
 
 
-def _from_module(module: str, qualname: str) -> resolving:
+def _from_module(module: str, qualname: str) -> resolving[..., Any]:
     found = _unwrapped(_attribute(module, qualname))
     if found is None:
         raise TypeError(f"{module}.{qualname} is no longer an unnest-decorated function")
     return found
 
 
-class _ResolvingLeaf(DelayedLeaf):  # type: ignore[misc]
+class _ResolvingLeaf(DelayedLeaf, Generic[P]):
     # The Delayed made by ``resolves_nested``: ``__wrapped__`` is the function.
     # (No docstring: a class's own __doc__ would hide the function's.)
 
     __slots__ = ("wrapper",)
 
-    def __init__(self, wrapper: resolving, *args: Any, **kwargs: Any) -> None:
-        super().__init__(wrapper, *args, **kwargs)
+    def __init__(self, wrapper: resolving[P, Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(wrapper, *args, **kwargs)  # type: ignore[no-untyped-call]
         self.wrapper = wrapper
+
+    if TYPE_CHECKING:  # DelayedLeaf's own, with the function's parameters
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Delayed: ...
 
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
@@ -212,6 +255,22 @@ class _ResolvingLeaf(DelayedLeaf):  # type: ignore[misc]
         return inspect.signature(self.wrapper.func)
 
 
+@overload
+def resolves_nested(
+    func: Callable[P, Any],
+    *,
+    timeout: float | None = ...,
+    resolve_output: bool = ...,
+    **delayed_options: Any,
+) -> _ResolvingLeaf[P]: ...
+@overload
+def resolves_nested(
+    func: None = ...,
+    *,
+    timeout: float | None = ...,
+    resolve_output: bool = ...,
+    **delayed_options: Any,
+) -> Callable[[Callable[P, Any]], _ResolvingLeaf[P]]: ...
 def resolves_nested(
     func: Callable[..., Any] | None = None,
     *,
