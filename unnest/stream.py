@@ -13,11 +13,9 @@ outcome follows the last of them on the same queue. The order is
 the order in which the engine filled the nodes: completion order.
 
 Paths are read off the input's nodes once, before the call starts, in the
-consumer's thread: each node's parents lead up to the root, and the
-registry names each step (``Container.keys`` in :mod:`unnest.traverse`).
-A placeholder met at several places in the input (twice in a list, or
-inside a container the input holds twice) has several paths, enumerated
-when it is done, one pair each.
+consumer's thread (:mod:`unnest._paths`). A placeholder met at several
+places in the input (twice in a list, or inside a container the input holds
+twice) has several paths, enumerated when it is done, one pair each.
 
 Invariants
 ----------
@@ -47,7 +45,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from unnest._exceptions import loop_thread_error
-from unnest._graph import Node, parents
+from unnest._graph import Node
+from unnest._paths import Path, Place, paths, places
 from unnest._progress import Progress, Reporter, Ticker, in_loop, reporter
 from unnest._runtime import (
     CLEANUP_WAIT,
@@ -58,14 +57,12 @@ from unnest._runtime import (
     submit,
 )
 from unnest.resolve import Call, check_arguments
-from unnest.traverse import ROOT, Key
+from unnest.traverse import Key
 
 if TYPE_CHECKING:  # only: importing unnest imports no distributed
     from distributed import Client
 
 __all__ = ["AsResolved", "AsResolvedAsync", "Key", "as_resolved", "as_resolved_async"]
-
-Path = tuple[Any, ...]
 
 
 class _Phase(enum.Enum):
@@ -99,78 +96,6 @@ def _is_end(item: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------
-# Places and paths
-
-
-class _Place:
-    """Where a node sits in the input: ``up`` lists ``(place above, element)``.
-
-    The place above is None for the root (the element is then unused).
-    """
-
-    __slots__ = ("up",)
-
-    def __init__(self) -> None:
-        self.up: list[tuple[_Place | None, Any]] = []
-
-
-def _places(nodes: list[Node]) -> dict[Node, _Place]:
-    """The place of each of ``nodes`` (the input's placeholders), up to the root.
-
-    Read before the call starts: later, a node can gain parents inside
-    resolved values, which are no places in the input.
-    """
-    places = {node: _Place() for node in nodes}
-    elements: dict[Node, Any] = {}  # container node -> its children's elements
-    work = list(nodes)
-    while work:
-        node = work.pop()
-        place = places[node]
-        for parent, i in parents(node):
-            if parent.kind is ROOT:
-                place.up.append((None, None))
-                continue
-            if parent in elements:
-                keys = elements[parent]
-            else:
-                keys = elements[parent] = _elements(parent)
-            above = places.get(parent)
-            if above is None:
-                above = places[parent] = _Place()
-                work.append(parent)
-            place.up.append((above, i if keys is None else keys[i]))
-    return {node: places[node] for node in nodes}
-
-
-def _elements(node: Node) -> list[Any] | None:
-    """The path elements of a container node's children; None: their indices."""
-    keys = node.kind.keys
-    return None if keys is None else list(keys(node.obj))
-
-
-def _paths(place: _Place) -> Iterator[Path]:
-    """Every path from the root to ``place``, made one at a time.
-
-    An explicit stack (paths can be as deep as the input), and a linked list
-    of the elements below each step, so that a path costs its length and a
-    structure that shares containers many times over costs nothing until its
-    paths are asked for.
-    """
-    stack: list[tuple[_Place | None, Any]] = [(place, None)]
-    while stack:
-        at, below = stack.pop()
-        if at is None:
-            path = []
-            while below is not None:
-                element, below = below
-                path.append(element)
-            yield tuple(path)
-            continue
-        for above, element in reversed(at.up):
-            stack.append((above, below if above is None else (element, below)))
-
-
-# ---------------------------------------------------------------------------
 # The loop's side
 
 
@@ -179,7 +104,7 @@ class _Feed:
 
     __slots__ = ("put", "watched")
 
-    def __init__(self, watched: dict[Node, _Place], put: Callable[[Any], None]):
+    def __init__(self, watched: dict[Node, Place], put: Callable[[Any], None]):
         self.watched = watched
         self.put = put
 
@@ -236,7 +161,7 @@ class _Stream:
         self._value: Any = None
         self._state = NEW
 
-    def _begin(self) -> tuple[Call, dict[Node, _Place]] | None:
+    def _begin(self) -> tuple[Call, dict[Node, Place]] | None:
         """Walk the input: the call and its watched nodes, or None if nothing waits."""
         assert self._args is not None
         obj, client, timeout, return_exceptions = self._args
@@ -248,7 +173,7 @@ class _Stream:
         out = call.begin(obj)
         if out is not call.graph.root:
             return None
-        watched = _places(call.graph.new)
+        watched = places(call.graph.new)
         call.check_client()
         return call, watched
 
@@ -263,7 +188,7 @@ class _Stream:
 
     def _item(self, item: Any) -> tuple[Path, Any]:
         place, value = item
-        self._paths = _paths(place)
+        self._paths = paths(place)
         self._value = value
         return next(self._paths), value
 
