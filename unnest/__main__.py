@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -23,26 +24,26 @@ import unnest
 from unnest._distributed import count_gathers
 
 
-@delayed
-def return_futures(n):
+@delayed  # type: ignore[untyped-decorator]  # dask.delayed is untyped
+def return_futures(n: int) -> list[Any]:
     return [delayed(x + 1) for x in range(n)]
 
 
-@delayed
-def plain_sumit(upstream):
+@delayed  # type: ignore[untyped-decorator]
+def plain_sumit(upstream: Any) -> Any:
     return sum(upstream)
 
 
 @unnest.resolves_nested
-def sumit(upstream):
+def sumit(upstream: list[int]) -> int:
     return sum(upstream)
 
 
-def inc(x):
+def inc(x: int) -> int:
     return x + 1
 
 
-def tree(depth, width, seconds=0.0):
+def tree(depth: int, width: int, seconds: float = 0.0) -> Any:
     """A task that returns futures of tasks that return futures ... of ints."""
     import distributed
 
@@ -54,7 +55,7 @@ def tree(depth, width, seconds=0.0):
     return unnest.hand_off({"depth": depth, "children": children})
 
 
-def chain(depth, seconds):
+def chain(depth: int, seconds: float) -> Any:
     """A task that returns the future of the next one, ``depth`` times."""
     import distributed
 
@@ -106,6 +107,7 @@ def demo(client: Any, out: Any = sys.stdout) -> None:
         "   4 levels, 5 children each, every task returning its children's futures;",
         "   all have finished, so only resolving is timed",
     )
+    resolve: Callable[[Any, list[int]], Any]
     for name, resolve in (
         ("sleep-polling resolver", lambda t, c: polling_resolver(t, c)),
         ("unnest.unwrap", lambda t, c: unnest.unwrap(t)),

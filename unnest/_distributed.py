@@ -134,7 +134,7 @@ def same_future(a: Any, b: Any) -> bool:
     fast path only the very same object counts.
     """
     if fast():
-        return a._state is b._state  # type: ignore[no-any-return]
+        return a._state is b._state
     return a is b
 
 
@@ -142,7 +142,7 @@ def is_done(future: Any) -> bool:
     """Finished, erred or cancelled (the state's event is set)."""
     if fast():
         state = future._state
-        return state is not None and state.done()  # type: ignore[no-any-return]
+        return state is not None and state.done()
     return future.done()  # type: ignore[no-any-return]
 
 
@@ -234,7 +234,7 @@ def state_is_clients(client: Any, future: Any) -> bool:
     one, and gets a new, pending one if the client dropped it.
     """
     if fast():
-        return client.futures.get(future.key) is future._state  # type: ignore[no-any-return]
+        return client.futures.get(future.key) is future._state
     probe = new_future(future.key, client, future)
     try:
         return probe.status == future.status  # type: ignore[no-any-return]
@@ -388,7 +388,7 @@ def count_gathers() -> Iterator[list[int]]:
     from distributed import Client
 
     counter = [0]
-    original = Client._gather
+    original: Any = Client._gather
 
     async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
         counter[0] += 1

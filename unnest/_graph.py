@@ -175,7 +175,8 @@ def _label(node: Node, i: int) -> str:
         return ".result()"
     if kind is COLLECTION:
         return ".compute()"
-    return kind.label(node.obj, i)
+    label: str = kind.label(node.obj, i)
+    return label
 
 
 def attach(child: Node, parent: Node, i: int) -> None:
@@ -637,7 +638,7 @@ def _reaches(start: Node, target: Node) -> bool:
     return False
 
 
-_gate: list[Any] = []
+_gate: list[Callable[[Any], int] | None] = []
 
 
 def _refcount_gate() -> Callable[[Any], int] | None:

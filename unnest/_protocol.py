@@ -51,7 +51,7 @@ def available(client: Any) -> bool:
     return _installed.get((client.id, client.scheduler.address), False)
 
 
-async def _request(client: Any, op: str, /, **kwargs: Any) -> Any:
+async def _request(client: Any, op: str, /, **kwargs: Any) -> dict[str, Any]:
     """Call a handler of the hand-off plugin, installing the plugin first."""
     where = (client.id, client.scheduler.address)
     if where not in _installed:
@@ -63,7 +63,7 @@ async def _request(client: Any, op: str, /, **kwargs: Any) -> Any:
             "library that the graphs it receives use"
         )
     # distributed answers a request for a handler it lacks with None.
-    reply = await getattr(client.scheduler, op)(**kwargs)
+    reply: dict[str, Any] | None = await getattr(client.scheduler, op)(**kwargs)
     if reply is None:
         raise HandOffUnavailable(f"the scheduler has no handler {op!r}")
     return reply

@@ -328,7 +328,8 @@ def config_seconds(name: str, default: str) -> float:
     import dask
     from dask.utils import parse_timedelta
 
-    return parse_timedelta(dask.config.get(name, default))
+    seconds: float = parse_timedelta(dask.config.get(name, default))
+    return seconds
 
 
 def forgotten_grace() -> float:

@@ -488,7 +488,8 @@ class DistributedWaiter:
 
         keys = [obj.key for obj in objs]
         graph = HighLevelGraph.merge(*(obj.__dask_graph__() for obj in objs))
-        return self.client.get(graph.cull(set(keys)), keys, sync=False)
+        futures: list[Any] = self.client.get(graph.cull(set(keys)), keys, sync=False)
+        return futures
 
     # -- the end -----------------------------------------------------------------
 

@@ -222,4 +222,5 @@ def _running_task_key() -> Any:
 
 def hand_off_state(client: Any) -> dict[str, Any]:
     """What the scheduler's hand-off plugin holds now (tests, diagnostics)."""
-    return client.sync(_protocol.state, client)
+    state: dict[str, Any] = client.sync(_protocol.state, client)
+    return state

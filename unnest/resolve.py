@@ -156,7 +156,7 @@ class Call:
         each, 20 times the time of the same futures passed directly).
         """
         if self.client is not None:
-            return self.client.loop.asyncio_loop
+            return self.client.loop.asyncio_loop  # type: ignore[no-any-return]
         if "distributed" in sys.modules and any(node.kind is CFUTURE for node in self.graph.new):
             client = current_client()
             if client is not None and client.status not in CLOSED:
