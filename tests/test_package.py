@@ -53,9 +53,9 @@ def test_importing_unnest_does_not_import(module):
         ["ruff", "format", "--check", "."],
         # A cold run takes 7 s on an idle machine, and took over 120 s on a
         # loaded 2-core one during a full run of the suite.
-        pytest.param(["mypy", "unnest"], marks=pytest.mark.timeout(600)),
+        pytest.param(["mypy", "--strict", "unnest"], marks=pytest.mark.timeout(600)),
     ],
-    ids=["ruff-check", "ruff-format", "mypy"],
+    ids=["ruff-check", "ruff-format", "mypy-strict"],
 )
 def test_lint_and_types(command):
     # Through this interpreter: its environment's bin/ need not be on PATH.
