@@ -60,7 +60,8 @@ class resolving(Generic[P, R]):
     -------
     resolving
         A picklable callable that keeps ``func``'s name, docstring,
-        ``__wrapped__`` and signature.
+        ``__wrapped__`` and signature; to a type checker, ``func``'s
+        parameters and return type (``Any`` with ``resolve_output=True``).
 
     Examples
     --------
@@ -304,7 +305,10 @@ def resolves_nested(
     -------
     Delayed
         A ``dask.delayed`` function that keeps ``func``'s name, docstring,
-        ``__wrapped__`` and signature.
+        ``__wrapped__`` and signature. To a type checker, its call takes
+        ``func``'s parameters and returns a ``Delayed``: annotate a parameter
+        with what callers pass (a ``Delayed``, a future, ``Any``) where that
+        is not the resolved value's type.
 
     Examples
     --------

@@ -492,6 +492,12 @@ def unwrap(
     -------
     object
         ``obj`` with every placeholder replaced by its fully resolved value.
+        To a type checker: ``T`` for a ``Future[T]`` (distributed's or
+        ``concurrent.futures``'), ``T | BaseException`` with
+        ``return_exceptions=True``; the ``T`` of an ``opaque[T]``; ``Any``
+        for anything else. A ``T`` that holds placeholders itself (the
+        result of a task that returns futures) is seen unresolved: use
+        ``typing.cast`` there.
 
     Raises
     ------
@@ -622,7 +628,8 @@ async def unwrap_async(
     Returns
     -------
     object
-        ``obj`` with every placeholder replaced by its fully resolved value.
+        ``obj`` with every placeholder replaced by its fully resolved value;
+        to a type checker, as for :func:`unwrap`.
 
     Examples
     --------
