@@ -89,8 +89,6 @@ class Node:
     """
 
     __slots__ = (
-        "carrier",
-        "future",
         "kind",
         "npending",
         "obj",
@@ -98,7 +96,6 @@ class Node:
         "parent",
         "pidx",
         "rebuild",
-        "since",
         "state",
         "value",
         "values",
@@ -117,12 +114,6 @@ class Node:
         self.others: list[tuple[Node, int]] | None = None  # further parents
         self.state = PENDING
         self.value: Any = None  # the value (DONE) or the exception (FAILED)
-        # The waiting engine's own: the distributed.Future it waits on, when
-        # it took that future over by key, and the key of the result the
-        # future was found in.
-        self.future: Any = None
-        self.since: float | None = None
-        self.carrier: Any = None
 
 
 class _Frame:
@@ -215,8 +206,7 @@ def where(node: Node) -> str:
 
 def describe(node: Node) -> str:
     if node.kind is FUTURE:
-        key = node.future.key if node.future is not None else node.obj.key
-        return f"the future {key!r}"
+        return f"the future {node.obj.key!r}"
     if node.kind is CFUTURE:
         return "the concurrent.futures.Future"
     return f"the dask collection {collection_name(node.obj)}"
@@ -246,7 +236,7 @@ class Graph:
     they end the call.
     """
 
-    def __init__(self, return_exceptions: bool):
+    def __init__(self, return_exceptions: bool, on_done: Callable[[Node, Any], None] | None = None):
         self.return_exceptions = return_exceptions
         self.memo: dict[int, Any] = {}  # a container's Node, or (obj, outcome)
         self.by_key: dict[Any, Node] = {}
@@ -262,7 +252,7 @@ class Graph:
         self.resolved = 0  # of which done or failed
         # Told of every placeholder node done (value, or exception under
         # return_exceptions), with its fully resolved value: unnest.stream.
-        self.on_done: Callable[[Node, Any], None] | None = None
+        self.on_done = on_done
 
     def _classify(self, tp: type) -> Any:
         kind = self.kinds[tp] = kind_of(tp)
@@ -527,19 +517,25 @@ class Graph:
 
     # -- completing ----------------------------------------------------------
 
-    def complete(self, node: Node, value: Any) -> None:
-        """A placeholder produced ``value``: walk it and fill the node."""
+    def complete(self, node: Node, value: Any) -> list[Node]:
+        """A placeholder produced ``value``: walk it and fill the node.
+
+        Returns the placeholders discovered in ``value`` (also queued in
+        ``new`` for :meth:`take_new`).
+        """
         if node.state is not PENDING:
-            return
+            return []
         if self.kinds.get(type(value), _MISS) is LEAF:
             # The common case -- a plain value -- needs no walk.
             self._fill(node, value)
-            return
+            return []
+        found = len(self.new)
         out = self.walk(value, node, 0)
         if isinstance(out, Node):
             attach(out, node, 0)
         else:
             self._fill(node, value if out is SAME else out)
+        return self.new[found:] if len(self.new) > found else []
 
     def fail(self, node: Node, exc: BaseException) -> BaseException | None:
         """A placeholder raised ``exc``: the error that ends the call, or None.

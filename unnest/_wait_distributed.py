@@ -48,6 +48,7 @@ import time
 from typing import Any
 
 from unnest import _distributed, _protocol
+from unnest._caller import Caller
 from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
 from unnest._graph import PENDING, Node, where
 from unnest._runtime import CLOSED, forgotten_grace, no_gc
@@ -117,12 +118,16 @@ def detached(exc: BaseException) -> BaseException:
 class DistributedWaiter:
     """Futures and collections of one call, waited on through one client."""
 
-    def __init__(self, call: Any, client: Any):
-        # `call` is the unnest.resolve.Call this waiter serves (not imported:
-        # imports go one way, from resolve down to the waiters).
+    def __init__(self, call: Caller, client: Any):
         self.call = call
         self.client = client
-        self.waiting: set[Node] = set()  # nodes whose future is not resolved yet
+        # What this engine knows of the nodes it waits for: the future waited
+        # on for each (the user's own, or one of ours: a take-over or a
+        # computation), since when a taken-over key is asked about, and the
+        # key of the result a placeholder was found in (its carrier).
+        self.futures: dict[Node, Any] = {}
+        self.since: dict[Node, float] = {}
+        self.carriers: dict[Node, Any] = {}
         self.to_fetch: list[Node] = []
         self.fetchers = 0  # coroutines fetching from to_fetch
         # Fetch requests on their way, with their keys: they outlive a call
@@ -138,8 +143,7 @@ class DistributedWaiter:
 
     def add_future(self, node: Node, future: Any) -> None:
         """Wait on ``future`` (the user's, or a collection's) for ``node``."""
-        future = node.future = self._bind(node, future)
-        self.waiting.add(node)
+        future = self.futures[node] = self._bind(node, future)
         if _distributed.is_done(future):
             self._state_done(node)
         else:
@@ -154,25 +158,25 @@ class DistributedWaiter:
         key = future.key
         known = _distributed.knows(client, key)
         ours = _distributed.new_future(key, client, future)
-        node.since = time.monotonic()
+        self.since[node] = time.monotonic()
         if not known:
             # Batched: one take-over request per loop iteration.
             if not self.takeovers:
-                self.call.loop.call_soon(self.call.guard(self._take_over))
+                self.call.running_loop.call_soon(self.call.guard(self._take_over))
             self.takeovers.append((node, ours))
         return ours
 
     async def _wait(self, node: Node, future: Any) -> None:
         await _distributed.wait_done(future)
-        if node.future is future:
+        if self.futures.get(node) is future:
             self._state_done(node)
 
     def _state_done(self, node: Node) -> None:
-        future = node.future
+        future = self.futures[node]
         status = _distributed.status(future)
         if status == "finished":
             if not self.to_fetch:
-                self.call.loop.call_soon(self.call.guard(self._fetch))
+                self.call.running_loop.call_soon(self.call.guard(self._fetch))
             self.to_fetch.append(node)
         elif status in ("pending", "lost"):
             # Lost between its report and our fetch (a worker died): it runs
@@ -187,7 +191,7 @@ class DistributedWaiter:
 
     async def _fetch_failure(self, node: Node, future: Any, status: str) -> None:
         failure = await _distributed.fetch_failure(self.client, future)
-        if node.future is future:
+        if self.futures.get(node) is future:
             self._failed(node, future, status, *failure)
 
     def _failed(self, node: Node, future: Any, status: str, exc: BaseException, tb: Any) -> None:
@@ -218,7 +222,8 @@ class DistributedWaiter:
             # reason is also "unknown") or a release. The user cancelled it.
             self._fail(node, exc)
             return
-        if node.since is None or reason not in ("unknown", "already forgotten"):
+        since = self.since.get(node)
+        if since is None or reason not in ("unknown", "already forgotten"):
             self._fail(node, exc)
             return
         # The scheduler does not know a key we took over. Either it forgot
@@ -226,7 +231,7 @@ class DistributedWaiter:
         # connection (its worker's client) whose message has not arrived yet:
         # distributed orders nothing across connections. Ask again, backing
         # off, until the grace period ends.
-        waited = time.monotonic() - node.since
+        waited = time.monotonic() - since
         if reason == "unknown" and waited < forgotten_grace():
             self.call.group.spawn(self._renew(node, future, waited))
             return
@@ -236,11 +241,11 @@ class DistributedWaiter:
         # Every Future of this key in this client came from a take-over (the
         # client did not know the key), so "pending" is the truth.
         renewed = await _distributed.renew(self.client, future)
-        if node.future is not future:
+        if self.futures.get(node) is not future:
             if renewed is not future:
                 renewed.release()
             return
-        node.future = renewed
+        self.futures[node] = renewed
         await self._ask_again(node, renewed, waited, rewait=True)
 
     def _fail(self, node: Node, exc: BaseException) -> None:
@@ -251,8 +256,9 @@ class DistributedWaiter:
         """The node is done with its future: one of ours is released now, not
         whenever the last reference to it goes (a frame or a traceback may
         hold it until the garbage collector runs)."""
-        self.waiting.discard(node)
-        future, node.future = node.future, None
+        future = self.futures.pop(node, None)
+        self.since.pop(node, None)
+        self.carriers.pop(node, None)
         if future is not None and future is not node.obj:
             future.release()
 
@@ -275,7 +281,8 @@ class DistributedWaiter:
             self.fetchers -= 1
 
     async def _gather(self, batch: list[Node]) -> None:
-        futures = {node.future.key: node.future for node in batch if node.future is not None}
+        mine = self.futures
+        futures = {f.key: f for f in (mine.get(node) for node in batch) if f is not None}
         try:
             data = await self._request(futures)
         except OSError:
@@ -292,25 +299,23 @@ class DistributedWaiter:
                 await self._gather(batch[half:])
                 return
             node = batch[0]
-            if node.future is not None and node.state is PENDING:
+            if node in self.futures and node.state is PENDING:
                 self._fail(node, e)
             return
-        graph = self.call.graph  # graph.new: placeholders found, handed on after the batch
         carriers = []
         with no_gc(), self.call.batch():
             for node in batch:
-                future = node.future
+                future = mine.get(node)
                 if future is None or node.state is not PENDING:
                     continue
                 if _distributed.status(future) == "finished" and future.key in data:
                     self._drop(node)
-                    found = len(graph.new)
-                    self.call.complete(node, data[future.key])
-                    if len(graph.new) > found:
+                    found = self.call.complete(node, data[future.key])
+                    if found:
                         # The value held placeholders: say which result they
                         # came in, for the take-over, and keep its future.
-                        for child in graph.new[found:]:
-                            child.carrier = future.key
+                        for child in found:
+                            self.carriers[child] = future.key
                         carriers.append(future)
                     if self.call.ended:
                         return
@@ -379,7 +384,7 @@ class DistributedWaiter:
         """
         client = self.client
         keys = list(dict.fromkeys(future.key for _, future in batch))
-        carriers = {f.key: node.carrier for node, f in batch if node.carrier is not None}
+        carriers = {f.key: self.carriers[node] for node, f in batch if node in self.carriers}
         reply = None
         if self.plugin is not False:
             try:
@@ -392,17 +397,17 @@ class DistributedWaiter:
         forgotten = set(reply["forgotten"]) if reply else set()
         unknown = set(reply["unknown"]) if reply else set(keys)
         for node, future in batch:
-            if node.future is not future:
+            key = future.key
+            if future is not self.futures.get(node):
                 continue
-            if future.key in forgotten:
-                self._fail(node, _protocol.gone_error(future.key, where(node), why.get(future.key)))
-            elif future.key in unknown:
+            if key in forgotten:
+                self._fail(node, _protocol.gone_error(key, where(node), why.get(key)))
+            elif key in unknown:
                 if reply is None:
-                    if not _protocol.ask_on_stream(client, future.key):  # answered on our stream
-                        self._fail(node, _protocol.cannot_ask(future.key, where(node)))
+                    if not _protocol.ask_on_stream(client, key):  # answered on our stream
+                        self._fail(node, _protocol.cannot_ask(key, where(node)))
                 else:
-                    hint = hints.get(future.key)
-                    self.call.group.spawn(self._ask_again(node, future, 0.0, hint=hint))
+                    self.call.group.spawn(self._ask_again(node, future, 0.0, hint=hints.get(key)))
         del anchors  # now the carriers may go
 
     async def _ask_again(
@@ -431,13 +436,14 @@ class DistributedWaiter:
             grace = forgotten_grace()
             delay = min(max(2 * waited, 0.01), max(grace - waited, 0))
             await asyncio.sleep(delay)  # a bounded back-off between two questions
-            if node.future is not future:
+            if self.futures.get(node) is not future:
                 return
             if not self.plugin:
                 _protocol.ask_on_stream(client, key)
                 await self._wait(node, future)
                 return
-            carriers = {key: node.carrier} if node.carrier is not None else None
+            carrier = self.carriers.get(node)
+            carriers = {key: carrier} if carrier is not None else None
             reply = await _protocol.take_over(client, [key], carriers)
             if not reply["unknown"] and not reply["forgotten"]:
                 # Known now: the scheduler reports it. After a reset nobody
@@ -445,16 +451,17 @@ class DistributedWaiter:
                 if rewait:
                     await self._wait(node, future)
                 return
-            waited = time.monotonic() - node.since if node.since is not None else grace
+            since = self.since.get(node)
+            waited = time.monotonic() - since if since is not None else grace
             hint = reply.get("hints", {}).get(key, hint)
             if reply["forgotten"]:
-                if node.future is future:
+                if self.futures.get(node) is future:
                     why = reply.get("why", {}).get(key)
                     self._fail(node, _protocol.gone_error(key, where(node), why))
                 return
             if waited >= grace:
                 break
-        if node.future is future:
+        if self.futures.get(node) is future:
             self._fail(node, _protocol.gone_error(key, where(node), hint))
 
     # -- collections -------------------------------------------------------------
@@ -500,17 +507,17 @@ class DistributedWaiter:
         """
         asked = {key for keys in self.requests.values() for key in keys}
         later = []
-        for node in self.waiting:
-            future = node.future
-            node.future = None
-            if future is not None and future is not node.obj:
+        for node, future in self.futures.items():
+            if future is not node.obj:
                 if future.key in asked:
                     later.append(future)
                 else:
                     future.release()
         if later:
             _release_when_answered(list(self.requests), later)
-        self.waiting.clear()
+        self.futures.clear()
+        self.since.clear()
+        self.carriers.clear()
         self.to_fetch.clear()
         self.takeovers.clear()
         self.anchors.clear()

@@ -25,6 +25,7 @@ import contextlib
 import threading
 from typing import Any
 
+from unnest._caller import Caller
 from unnest._exceptions import add_note
 from unnest._graph import PENDING, Node, where
 
@@ -47,8 +48,7 @@ def batches(nodes: list[Node]) -> list[list[Node]]:
 class LocalWaiter:
     """Concurrent futures, and dask collections computed without a client."""
 
-    def __init__(self, call: Any):
-        # `call` is the unnest.resolve.Call this waiter serves (see above).
+    def __init__(self, call: Caller):
         self.call = call
         self.ready: collections.deque[tuple[Node, Any]] = collections.deque()
         self.draining = False
@@ -61,7 +61,7 @@ class LocalWaiter:
         if future.done():
             self.ready.append((node, future))
             return
-        loop = self.call.loop
+        loop = self.call.running_loop
         # concurrent.futures never drops a done callback: the callback holds
         # the call only through this slot, which close() empties, so a future
         # the user keeps does not keep an ended call alive.
@@ -129,7 +129,7 @@ class LocalWaiter:
             if len(batch) == 1:
                 self.call.fail(batch[0], e)
                 return
-            if not self.call.graph.return_exceptions:
+            if not self.call.return_exceptions:
                 places = ", ".join(where(node) for node in batch)
                 self.call.end(
                     add_note(e, f"raised while computing the dask collections at {places}")

@@ -54,7 +54,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from unnest._distributed import owner
@@ -98,8 +98,14 @@ class Call:
 
     name = "unwrap"  # the function named in messages
 
-    def __init__(self, client: Any, timeout: float | None, return_exceptions: bool):
-        self.graph = Graph(return_exceptions)
+    def __init__(
+        self,
+        client: Any,
+        timeout: float | None,
+        return_exceptions: bool,
+        on_done: Callable[[Node, Any], None] | None = None,
+    ):
+        self.graph = Graph(return_exceptions, on_done)
         self.client = client  # the primary client, decided lazily
         self.client_fixed = client is not None
         self.timeout = timeout
@@ -212,6 +218,15 @@ class Call:
             self.graph.clear()
         return Outcome(value, error)
 
+    @property
+    def return_exceptions(self) -> bool:
+        return self.graph.return_exceptions
+
+    @property
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        assert self.loop is not None, "the call is not running"
+        return self.loop
+
     def guard(self, func: Any) -> Any:
         """``func`` as a loop callback: whatever it raises ends the call."""
         return guarded(func, self.end)
@@ -244,18 +259,23 @@ class Call:
             for client, nodes in batches.items():
                 self.group.spawn(self._resolve_elsewhere(nodes, client))
 
-    def complete(self, node: Node, value: Any) -> None:
-        """A placeholder produced ``value`` (the engines' callback)."""
+    def complete(self, node: Node, value: Any) -> list[Node]:
+        """A placeholder produced ``value`` (the engines' callback).
+
+        Returns the placeholders discovered in ``value``.
+        """
         if self.ended:
-            return
+            return []
+        found: list[Node] = []
         try:
-            self.graph.complete(node, value)
+            found = self.graph.complete(node, value)
             if self.graph.finished:
                 self.end()
             elif not self.batching:
                 self.start()
         except BaseException as e:  # the loop must never see it
             self.end(e)
+        return found
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -325,25 +345,24 @@ class Call:
         filled), not with the batch's slowest one. The relay's error -- the
         first failure, its note already right -- ends this call as it is.
         """
-        call = Call(client, None, self.graph.return_exceptions)
+        loop = self.loop
+        assert loop is not None
+        targets: dict[Node, list[Node]] = {}  # the relay's nodes -> ours
+
+        def done(relayed: Node, value: Any) -> None:  # on the relay's loop
+            mine = targets.get(relayed)
+            if mine:
+                with contextlib.suppress(RuntimeError):  # our loop is closed: we ended
+                    loop.call_soon_threadsafe(self.guard(self._relayed), mine, value)
+
+        call = Call(client, None, self.graph.return_exceptions, on_done=done)
         batch = _Batch([node.obj for node in nodes], [where(node) for node in nodes])
         out = call.begin(batch)
         if out is not call.graph.root:
             values = batch.items if out is SAME else out
         else:
-            targets: dict[Node, list[Node]] = {}
             for relayed in call.graph.new:
                 targets[relayed] = [node for node in nodes if node.obj is relayed.obj]
-            loop = self.loop
-            assert loop is not None
-
-            def done(relayed: Node, value: Any) -> None:  # on the relay's loop
-                mine = targets.get(relayed)
-                if mine:
-                    with contextlib.suppress(RuntimeError):  # our loop is closed: we ended
-                        loop.call_soon_threadsafe(self.guard(self._relayed), mine, value)
-
-            call.graph.on_done = done
             outcome = await run_elsewhere(call.run(), client.loop.asyncio_loop)
             if outcome.error is not None:
                 self.end(outcome.error)

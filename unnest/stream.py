@@ -104,15 +104,21 @@ class _Feed:
 
     __slots__ = ("put", "watched")
 
-    def __init__(self, watched: dict[Node, Place], put: Callable[[Any], None]):
-        self.watched = watched
-        self.put = put
+    def __init__(self) -> None:
+        # Both set before the call runs: the watched nodes once the input is
+        # walked, ``put`` once the iterator has its queue.
+        self.watched: dict[Node, Place] = {}
+        self.put: Callable[[Any], None] = _unset
 
     def done(self, node: Node, value: Any) -> None:
         """``Graph.on_done``: a placeholder node is done; pass on the watched ones."""
         place = self.watched.get(node)
         if place is not None:
             self.put((place, value))
+
+
+def _unset(item: Any) -> None:  # pragma: no cover  (a bug of ours if called)
+    raise AssertionError("a stream's feed was used before it had its queue")
 
 
 async def _drive(call: Call, feed: _Feed) -> None:
@@ -161,21 +167,22 @@ class _Stream:
         self._value: Any = None
         self._state = NEW
 
-    def _begin(self) -> tuple[Call, dict[Node, Place]] | None:
-        """Walk the input: the call and its watched nodes, or None if nothing waits."""
+    def _begin(self) -> tuple[Call, _Feed] | None:
+        """Walk the input: the call and its feed, or None if nothing waits."""
         assert self._args is not None
         obj, client, timeout, return_exceptions = self._args
         self._args = None
         self._state = ENDED  # unless the call starts
-        call = _StreamCall(client, timeout, return_exceptions)
+        feed = _Feed()
+        call = _StreamCall(client, timeout, return_exceptions, on_done=feed.done)
         if self._report is not None:
             self._report.graph = call.graph
         out = call.begin(obj)
         if out is not call.graph.root:
             return None
-        watched = places(call.graph.new)
+        feed.watched = places(call.graph.new)
         call.check_client()
-        return call, watched
+        return call, feed
 
     def _again(self) -> tuple[Path, Any] | None:
         """The next path of the current item, if it has one more."""
@@ -262,13 +269,12 @@ class AsResolved(_Stream):
             if self._report is not None:
                 self._report.close()
             return
-        call, watched = begun
+        call, feed = begun
         loop = call.target_loop() or private_loop()
         if in_loop_thread(loop):
             raise _loop_error(call.client)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        feed = _Feed(watched, self._queue.put)
-        call.graph.on_done = feed.done
+        feed.put = self._queue.put
         self._call, self._loop = call, loop
         _, self._finished = submit(_drive(call, feed), loop)
         self._state = RUNNING
@@ -378,18 +384,16 @@ class AsResolvedAsync(_Stream):
             if self._report is not None:
                 await self._report.afinish(self._report.graph)
             return
-        call, watched = begun
+        call, feed = begun
         here = self._here = asyncio.get_running_loop()
         loop = call.target_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         if loop is None or loop is here:
-            feed = _Feed(watched, self._queue.put_nowait)
-            call.graph.on_done = feed.done
+            feed.put = self._queue.put_nowait
             self._task = here.create_task(_drive(call, feed))
             loop = here
         else:
-            feed = _Feed(watched, _put_from_elsewhere(here, self._queue))
-            call.graph.on_done = feed.done
+            feed.put = _put_from_elsewhere(here, self._queue)
             _, self._finished = submit(_drive(call, feed), loop)
         self._call, self._loop = call, loop
         if self._report is not None:
