@@ -128,13 +128,10 @@ def hand_off(obj: T) -> T:
     >>> unnest.unwrap(client.submit(producer, 3))  # doctest: +SKIP
     [1, 2, 3]
     """
-    futures = placeholders(obj, (FUTURE,))
-    if not futures:
+    to_hold = _to_hold(obj)
+    if to_hold is None:
         return obj
-    carrier = _running_task_key()
-    if not _needs_hold(futures, carrier):
-        return obj
-    client = _client_for(futures)
+    client, futures, carrier = to_hold
     if in_loop_thread(client.loop.asyncio_loop):
         raise RuntimeError(
             "hand_off() was called in the event loop thread of its client (an async "
@@ -171,13 +168,10 @@ async def hand_off_async(obj: T) -> T:
     ...     client = distributed.get_client()
     ...     return await hand_off_async([client.submit(inc, i) for i in range(n)])
     """
-    futures = placeholders(obj, (FUTURE,))
-    if not futures:
+    to_hold = _to_hold(obj)
+    if to_hold is None:
         return obj
-    carrier = _running_task_key()
-    if not _needs_hold(futures, carrier):
-        return obj
-    client = _client_for(futures)
+    client, futures, carrier = to_hold
     hold = _hold(client, futures, carrier)
     if in_loop_thread(client.loop.asyncio_loop):
         reply = await hold
@@ -187,6 +181,18 @@ async def hand_off_async(obj: T) -> T:
         )
     _check(reply)
     return obj
+
+
+def _to_hold(obj: Any) -> tuple[Any, list[Any], Any] | None:
+    """What both hand-offs do first: ``(client, futures, carrier)`` to hold, or
+    None when nothing in ``obj`` needs a hold."""
+    futures = placeholders(obj, (FUTURE,))
+    if not futures:
+        return None
+    carrier = _running_task_key()
+    if not _needs_hold(futures, carrier):
+        return None
+    return _client_for(futures), futures, carrier
 
 
 async def _hold(client: Any, futures: list[Any], carrier: Any) -> Any:

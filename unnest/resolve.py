@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from unnest._distributed import owner
 from unnest._exceptions import ForgottenFutureError, loop_thread_error
 from unnest._graph import SAME, Graph, Node, describe, where
-from unnest._progress import Progress, reporter
+from unnest._progress import Progress, Reporter, reporter
 from unnest._runtime import (
     CLOSED,
     Outcome,
@@ -411,6 +411,26 @@ register_builtin(
 # Public API
 
 
+def prologue(client: Any, timeout: Any, progress: Progress) -> Reporter | None:
+    """What every front door does first: check the arguments, make the reporter.
+
+    ``unwrap``, ``unwrap_async``, ``as_resolved`` and ``as_resolved_async``.
+    """
+    check_arguments(client, timeout)
+    return reporter(progress)
+
+
+def open_call(call: Call, obj: Any) -> Any:
+    """Walk ``obj`` for ``call``: its value if nothing waits, else the graph's root.
+
+    A call with something to wait for has its client checked (not closed).
+    """
+    out = call.begin(obj)
+    if out is call.graph.root:
+        call.check_client()
+    return out
+
+
 def check_arguments(client: Any, timeout: Any) -> None:
     """A TypeError or ValueError naming a bad ``client`` or ``timeout``."""
     if client is not None and not isinstance(client, distributed().Client):
@@ -555,17 +575,15 @@ def unwrap(
     >>> unwrap({"x": client.submit(lambda: [client.submit(inc, 1)])})  # doctest: +SKIP
     {'x': [2]}
     """
-    check_arguments(client, timeout)
-    report = reporter(progress)
+    report = prologue(client, timeout, progress)
     if client is not None and in_loop_thread(client.loop.asyncio_loop):
         raise loop_thread_error(client)
     call = Call(client, timeout, return_exceptions)
-    out = call.begin(obj)
+    out = open_call(call, obj)
     if out is not call.graph.root:
         if report is not None:
             report.finish(call.graph)
         return out
-    call.check_client()
     loop = call.target_loop() or private_loop()
     if in_loop_thread(loop):
         raise loop_thread_error(call.client)
@@ -660,15 +678,13 @@ async def unwrap_async(
     ...     asyncio.run(unwrap_async({"n": nested}))
     {'n': [1024]}
     """
-    check_arguments(client, timeout)
-    report = reporter(progress)
+    report = prologue(client, timeout, progress)
     call = Call(client, timeout, return_exceptions)
-    out = call.begin(obj)
+    out = open_call(call, obj)
     if out is not call.graph.root:
         if report is not None:
             await report.afinish(call.graph)
         return out
-    call.check_client()
     loop = call.target_loop()
     if loop is not None and in_loop_thread(loop):
         loop = None

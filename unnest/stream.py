@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from unnest._exceptions import loop_thread_error
 from unnest._graph import Node
 from unnest._paths import Path, Place, paths, places
-from unnest._progress import Progress, Reporter, Ticker, in_loop, reporter
+from unnest._progress import Progress, Reporter, Ticker, in_loop
 from unnest._runtime import (
     CLEANUP_WAIT,
     Outcome,
@@ -56,7 +56,7 @@ from unnest._runtime import (
     seceded,
     submit,
 )
-from unnest.resolve import Call, check_arguments
+from unnest.resolve import Call, open_call, prologue
 from unnest.traverse import Key
 
 if TYPE_CHECKING:  # only: importing unnest imports no distributed
@@ -157,8 +157,7 @@ class _Stream:
         return_exceptions: bool,
         progress: Progress,
     ):
-        check_arguments(client, timeout)
-        self._report: Reporter | None = reporter(progress)
+        self._report: Reporter | None = prologue(client, timeout, progress)
         self._args: tuple[Any, ...] | None = (obj, client, timeout, return_exceptions)
         self._call: Call | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,11 +176,9 @@ class _Stream:
         call = _StreamCall(client, timeout, return_exceptions, on_done=feed.done)
         if self._report is not None:
             self._report.graph = call.graph
-        out = call.begin(obj)
-        if out is not call.graph.root:
+        if open_call(call, obj) is not call.graph.root:
             return None
         feed.watched = places(call.graph.new)
-        call.check_client()
         return call, feed
 
     def _again(self) -> tuple[Path, Any] | None:
