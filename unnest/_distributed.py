@@ -270,7 +270,7 @@ async def renew(client: Any, future: Any) -> Any:
 # The scheduler's `gather` request: what Client._gather sends once every
 # future it is given is done, without its wait on each future first (a
 # coroutine per key through distributed.utils.All): 10,000 finished futures
-# came 30 % faster this way (benchmarks/run.py, finished_futures).
+# come faster this way (benchmarks/run.py, finished_futures).
 
 
 async def fetch(client: Any, futures: dict[Any, Any], direct: bool) -> dict[Any, Any]:

@@ -577,8 +577,8 @@ class Graph:
                     except Exception as e:
                         raise rebuild_error(node.obj, where(node), e) from e
                     # It stays the container's memo entry: met again, its
-                    # value (a pair per container here cost ~10 ms of
-                    # allocation and collection per 10,000 futures).
+                    # value (a new pair per container here cost allocation
+                    # and collection: benchmarks/run.py, finished_futures).
                     node.values = node.rebuild = None
             elif kind is ROOT:
                 self.finished = True

@@ -55,10 +55,9 @@ to tell incarnations apart. Only what an answer needs, and bounded (each a
 :class:`_Memory`): keys gone *with* a why, the newest ``_EXPLAINED`` of them
 (an explanation is worth keeping); keys gone without one and finishing
 times, the newest ``_RECENT`` and none older than ``_HORIZON`` seconds (they
-only make an answer come at once rather than after the grace). An entry
-costs about 150 bytes, and its key once the scheduler has let go of it
-(about 90 for a 40-character str): 7 MB at the most for all three
-(``benchmarks/soak.py`` shows the process levelling off).
+only make an answer come at once rather than after the grace). What an
+entry costs, and that the process levels off, is measured by
+``benchmarks/soak.py`` (README.rst, Configuration).
 
 A take-over answers, for each key that is not in the scheduler:
 

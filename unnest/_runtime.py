@@ -306,9 +306,10 @@ def no_gc() -> Iterator[None]:
 
     A walk allocates a node per pending container and placeholder; every 700
     allocations start a collection, and the older generations' collections
-    scan every object in the process. Measured on 10,000 nested futures: the
-    walk took 183-194 ms with the collector on, 58-82 ms with it paused. Only
-    re-enabled if it was enabled (a user's gc.disable() is respected).
+    scan every object in the process: the walk of many nested futures is
+    several times faster with it paused (benchmarks/run.py,
+    finished_futures). Only re-enabled if it was enabled (a user's
+    gc.disable() is respected).
     """
     enabled = gc.isenabled()
     gc.disable()

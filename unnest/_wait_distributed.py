@@ -55,10 +55,9 @@ from unnest._runtime import CLOSED, forgotten_grace, no_gc
 from unnest._wait_local import batches
 
 # Keys per gather request, and how many of those run at once. One gather of
-# all keys at once: 100,000 finished futures peaked at 285 MB against 197 MB
-# for a flat client.gather; in chunks (and with the leaner graph) at 62 MB
-# (benchmarks/scaling.py). Two in flight: the values of one chunk are walked
-# while the next one travels.
+# all keys at once peaked above a flat client.gather's memory; in chunks it
+# stays well below (benchmarks/scaling.py, its memory column). Two in
+# flight: the values of one chunk are walked while the next one travels.
 FETCH_CHUNK = 2_000
 FETCH_PARALLEL = 2
 
@@ -486,10 +485,9 @@ class DistributedWaiter:
         dask optimizes its graph by a cull alone (unless fusing is
         configured: then ``client.compute`` is used). ``client.compute``
         builds and simplifies an expression per collection, here on the
-        client's loop: 100 batches of 50 ``Delayed`` took 11.2 ms a batch
-        that way and 3.2 ms as one merged graph through ``Client.get``
-        (measured while profiling the Delayed rows of benchmarks/run.py).
-        Its layers keep their annotations.
+        client's loop, which one merged graph through ``Client.get`` does
+        not (benchmarks/run.py, the Delayed rows). Its layers keep their
+        annotations.
         """
         from dask.highlevelgraph import HighLevelGraph
 
