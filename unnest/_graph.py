@@ -296,14 +296,17 @@ class Graph:
         hit = memo.get(id(obj))
         if hit is not None:
             return self._memo_outcome(hit, obj, parent, pidx, ())
-        memo[id(obj)] = (obj, _EXPANDING)
-        try:
-            flat = kind.flatten(obj)
-        except Exception as e:
-            raise flatten_error(obj, path(parent, pidx), e) from e
+        stack: list[_Frame] = []
+        first = self._open(obj, kind, True, parent, pidx, stack)
+        if first is None:
+            return SAME
+        stack.append(first)
         refcount = _refcount_gate()
-        stack = [_Frame(obj, kind, flat, True)]
         while True:
+            # Scan the top frame's children from where it stopped: leaves are
+            # passed over, placeholders and containers met before give their
+            # outcome, a container met for the first time is opened. The hot
+            # path: every element of the input passes here.
             frame = stack[-1]
             children = frame.children
             i = frame.index
@@ -349,57 +352,80 @@ class Graph:
                     frame.changes.append((i - 1, out))
             frame.index = i
             if descend is not None:
-                if memoize:
-                    memo[id(descend)] = (descend, _EXPANDING)
-                try:
-                    flat = kind.flatten(descend)
-                except Exception as e:
-                    where = self._place(parent, pidx, stack)
-                    raise flatten_error(descend, where, e) from e
-                # Most containers hold leaves only, or leaves and containers of
-                # leaves only (records of small lists): settle them without a
-                # frame. A container of leaves only needs no memo even when
-                # shared: it is SAME wherever it is met, and in no cycle.
-                grandchildren = flat[0]
-                j = 0
-                m = len(grandchildren)
-                while j < m:
-                    g = grandchildren[j]
-                    try:
-                        k = kinds[type(g)]
-                    except KeyError:
-                        k = self._classify(type(g))
-                    if k is not LEAF and (type(k) is not Container or not self._leaves(k, g)):
-                        break
-                    j += 1
-                g = None  # no reference left to skew a later refcount check
-                if j == m:
-                    if memoize:
-                        memo[id(descend)] = (descend, SAME)
-                    continue
-                new = _Frame(descend, kind, flat, memoize)
-                new.index = j  # the leaves before j need no second look
-                stack.append(new)
+                opened = self._open(descend, kind, memoize, parent, pidx, stack)
+                if opened is not None:
+                    stack.append(opened)
                 continue
             stack.pop()
-            if frame.changes is None and frame.pending is None:
-                out = SAME
-            else:
-                out = self._finish(frame, parent, pidx, stack)
-            if type(out) is Node:
-                # A pending container is always remembered (its node keeps
-                # the object, and so its id): a value that arrives later (a
-                # concurrent future's, in this process) may refer to it
-                # again although it had a single referrer now.
-                memo[id(frame.obj)] = out
-            elif frame.memoized or out is not SAME:
-                # So is a changed one, with the object, for the same reason.
-                memo[id(frame.obj)] = (frame.obj, out)
+            out = self._close(frame, parent, pidx, stack)
             if not stack:
                 return out
             if out is not SAME:
                 parent_frame = stack[-1]
                 _record(parent_frame, parent_frame.index - 1, out)
+
+    def _open(
+        self,
+        obj: Any,
+        kind: Container,
+        memoize: bool,
+        parent: Node,
+        pidx: int,
+        stack: list[_Frame],
+    ) -> _Frame | None:
+        """Take container ``obj`` apart: its frame, or None if it holds leaves only.
+
+        ``memoize``: it may be met again (shared, or in a cycle), so it goes
+        in the memo, marked as being expanded until its outcome is known.
+        """
+        memo = self.memo
+        if memoize:
+            memo[id(obj)] = (obj, _EXPANDING)
+        try:
+            flat = kind.flatten(obj)
+        except Exception as e:
+            raise flatten_error(obj, self._place(parent, pidx, stack), e) from e
+        # Most containers hold leaves only, or leaves and containers of
+        # leaves only (records of small lists): settle them without a frame.
+        # A container of leaves only needs no memo even when shared: it is
+        # SAME wherever it is met, and in no cycle.
+        kinds = self.kinds
+        children = flat[0]
+        j = 0
+        m = len(children)
+        while j < m:
+            child = children[j]
+            try:
+                k = kinds[type(child)]
+            except KeyError:
+                k = self._classify(type(child))
+            if k is not LEAF and (type(k) is not Container or not self._leaves(k, child)):
+                break
+            j += 1
+        if j == m:
+            if memoize:
+                memo[id(obj)] = (obj, SAME)
+            return None
+        frame = _Frame(obj, kind, flat, memoize)
+        frame.index = j  # the leaves before j need no second look
+        return frame
+
+    def _close(self, frame: _Frame, parent: Node, pidx: int, stack: list[_Frame]) -> Any:
+        """The outcome of a container whose children have all been looked at."""
+        if frame.changes is None and frame.pending is None:
+            out = SAME
+        else:
+            out = self._finish(frame, parent, pidx, stack)
+        if type(out) is Node:
+            # A pending container is always remembered (its node keeps the
+            # object, and so its id): a value that arrives later (a concurrent
+            # future's, in this process) may refer to it again although it had
+            # a single referrer now.
+            self.memo[id(frame.obj)] = out
+        elif frame.memoized or out is not SAME:
+            # So is a changed one, with the object, for the same reason.
+            self.memo[id(frame.obj)] = (frame.obj, out)
+        return out
 
     def _leaves(self, kind: Container, obj: Any) -> bool:
         """Does ``obj`` hold leaves only? (False if it cannot be taken apart.)"""
