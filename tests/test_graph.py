@@ -146,3 +146,93 @@ def test_the_refcount_gate_is_on_on_cpython():
 
     assert _refcount_gate() is sys.getrefcount
     assert _memoizes(_shared_pair)
+
+
+# -- the graph alone: stand-in placeholders, no engine, no cluster -------------------
+#
+# Graph is driven by hand: the walk finds the placeholders (concurrent
+# futures that are never set: stand-ins), and the test plays the engine,
+# completing or failing their nodes in the order it chooses.
+
+
+def stand_ins(n):
+    return [concurrent.futures.Future() for _ in range(n)]
+
+
+def test_graph_walk_finds_each_placeholder_once_and_fills_in_any_order():
+    from unnest._graph import DONE, PENDING, Graph
+
+    a, b = stand_ins(2)
+    shared = [b]
+    obj = {"a": a, "s1": shared, "s2": (shared, 3)}
+    done_calls = []
+    graph = Graph(False, on_done=lambda node, value: done_calls.append(value))
+    assert graph.walk_input(obj) is graph.root
+    nodes = {node.obj: node for node in graph.take_new()}
+    assert set(nodes) == {a, b} and graph.discovered == 2
+    assert nodes[b].state is PENDING
+    graph.complete(nodes[b], "B")
+    assert not graph.finished and nodes[b].state is DONE
+    graph.complete(nodes[a], "A")
+    assert graph.finished and done_calls == ["B", "A"]
+    value = graph.root.value
+    assert value == {"a": "A", "s1": ["B"], "s2": (["B"], 3)}
+    assert value["s1"] is value["s2"][0]  # shared in, shared out
+    assert obj == {"a": a, "s1": [b], "s2": ([b], 3)}  # the input is untouched
+
+
+def test_graph_complete_returns_the_placeholders_a_value_holds():
+    from unnest._graph import Graph
+
+    (a,) = stand_ins(1)
+    inner = stand_ins(2)
+    graph = Graph(False)
+    graph.walk_input([a])
+    (node,) = graph.take_new()
+    found = graph.complete(node, {"x": inner[0], "y": [inner[1], 1]})
+    assert [n.obj for n in found] == inner
+    assert [n.obj for n in graph.take_new()] == inner  # also queued for the engines
+    assert graph.complete(found[0], 1) == [] and graph.complete(found[1], 2) == []
+    assert graph.root.value == [{"x": 1, "y": [2, 1]}]
+
+
+def test_graph_fail_names_the_place_or_puts_the_error_there():
+    from unnest._graph import FAILED, Graph
+
+    for return_exceptions in (False, True):
+        a, b = stand_ins(2)
+        graph = Graph(return_exceptions)
+        graph.walk_input({"k": [1, a], "b": b})
+        nodes = {node.obj: node for node in graph.take_new()}
+        error = graph.fail(nodes[a], KeyError("boom"))
+        assert nodes[a].state is FAILED
+        if return_exceptions:
+            assert error is None
+            graph.complete(nodes[b], 2)
+            assert isinstance(graph.root.value["k"][1], KeyError)
+        else:
+            assert error.__notes__ == ["raised by the concurrent.futures.Future at obj['k'][1]"]
+
+
+def test_graph_value_that_holds_its_own_waiting_container_is_a_cycle():
+    from unnest._graph import Graph
+
+    (a,) = stand_ins(1)
+    box = [a]
+    graph = Graph(False)
+    graph.walk_input({"box": box})
+    (node,) = graph.take_new()
+    with pytest.raises(ValueError, match=r"cycle at obj\['box'\]\[0\]\.result\(\)"):
+        graph.complete(node, box)  # the box waits for a, and a's value is the box
+
+
+def test_graph_placeholder_met_again_after_it_is_done_is_its_value():
+    from unnest._graph import Graph
+
+    a, b = stand_ins(2)
+    graph = Graph(False)
+    graph.walk_input([a, b])
+    nodes = {node.obj: node for node in graph.take_new()}
+    graph.complete(nodes[a], "A")
+    assert graph.complete(nodes[b], [a, a]) == []  # a is done: no new node
+    assert graph.root.value == ["A", ["A", "A"]]
