@@ -15,6 +15,7 @@ def run(*args, timeout):
     )
 
 
+@pytest.mark.slow
 def test_demo_prints_the_story_and_exits_0():
     result = run("-m", "unnest", timeout=60)
     assert result.returncode == 0, result.stderr
@@ -36,6 +37,7 @@ def test_demo_help_says_what_it_does():
     assert "--scheduler ADDRESS" in result.stdout and "sleep-polling" in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_on_an_existing_cluster(cli_cluster):
     import json
 
@@ -45,6 +47,7 @@ def test_demo_on_an_existing_cluster(cli_cluster):
     assert "->  55" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_notebook_runs_clean_from_the_top():
     import nbclient
@@ -67,6 +70,7 @@ def test_notebook_runs_clean_from_the_top():
     assert "as_resolved yields ('A', 0) -> done" in outputs and "unwrap: every branch" in outputs
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_benchmarks_quick_run_prints_the_table():
     result = run("benchmarks/run.py", "--quick", timeout=300)

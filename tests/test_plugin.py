@@ -309,6 +309,7 @@ def barrier(client):
     marker.release()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_hand_off_protocol_state_machine(cluster_client, request):
     errors = _Errors()

@@ -131,6 +131,7 @@ def test_futures_of_another_scheduler_are_named(client, cli_client):
         unnest.unwrap({"a": theirs}, client=client)
 
 
+@pytest.mark.slow  # load: 10,000 futures
 def test_failing_task_deep_in_10000_futures(client):
     futures = client.map(inc, range(9_999), pure=False)
     bad = client.submit(fail, 7, pure=False)
@@ -278,6 +279,7 @@ def test_awkward_input_with_futures_swapped_in(obj):
 # -- Load -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_many_futures_in_one_structure(client):
     # Computing while unwrap waits, fetched in several chunks; 100,000 in the
     # figures of the README (see its command).
@@ -288,6 +290,7 @@ def test_many_futures_in_one_structure(client):
     assert result["a"][-1] == {"x": count // 2} and result["b"][-1] == count
 
 
+@pytest.mark.slow
 def test_concurrent_unwraps_from_8_threads(client):
     futures = client.map(inc, range(200), pure=False)
     shared = [{"i": i, "fs": futures[i : i + 20]} for i in range(0, 200, 20)]
@@ -325,6 +328,7 @@ def consume_or_say_why(values):
         return type(e).__name__
 
 
+@pytest.mark.slow
 def test_hand_off_under_churn(client):
     connect_worker_clients(client)  # producers cancel while the first ones connect
     watch_forgotten(client)
@@ -360,6 +364,7 @@ def test_hand_off_under_churn(client):
     assert hand_off_state(client)["holds"] == 0
 
 
+@pytest.mark.slow
 def test_unbound_future_of_a_forgotten_key_under_load(client):
     watch_forgotten(client)
     keys = [f.key for f in client.map(inc, range(50), pure=False)]  # dropped at once

@@ -60,6 +60,7 @@ def running(processes):
     return left
 
 
+@pytest.mark.slow  # a run of the suite, with its clusters, per case
 @pytest.mark.integration
 @pytest.mark.timeout(360)
 @pytest.mark.parametrize(
