@@ -212,10 +212,21 @@ def _stop_in_order(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
-# -- Hypothesis: thorough in CI, more with --slow -----------------------------
+# -- Hypothesis: small locally, thorough in CI, more with --slow --------------
 
+# "dev" for a quick local run; CI sets CI=true in the environment and gets
+# "ci"; --slow gets "slow" anywhere. Costlier properties run a fraction of
+# the profile's count (strategies.examples).
+settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile("ci", max_examples=2000, deadline=None)
 settings.register_profile("slow", max_examples=20000, deadline=None)
+
+
+def _hypothesis_profile(config):
+    if config.getoption("--slow"):
+        return "slow"
+    in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return "ci" if in_ci else "dev"
 
 
 # -- Options and configuration ---------------------------------------------------
@@ -226,7 +237,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    settings.load_profile("slow" if config.getoption("--slow") else "ci")
+    settings.load_profile(_hypothesis_profile(config))
     if threading.current_thread() is threading.main_thread():  # where signals are handled
         config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, _stop_in_order)
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 def examples(fraction):
     """Settings for a costlier property: ``fraction`` of the profile's examples.
 
-    The profile (``ci``, or ``slow`` with ``--slow``) is loaded before test
-    modules are imported, so ``--slow`` reaches these properties too.
+    The profile (``dev`` locally, ``ci`` in CI, ``slow`` with ``--slow``) is
+    loaded before test modules are imported, so it reaches these properties too.
     """
     count = max(1, int(settings.default.max_examples * fraction))
     return settings(max_examples=count, deadline=None)
