@@ -80,6 +80,20 @@ def mp_client(mp_cluster):
         yield own
 
 
+@pytest.fixture(scope="module")
+def inproc_cluster():
+    """A ``LocalCluster`` of 1 worker x 2 threads, all in this process, shared by a module.
+
+    For the hand-off state machine, whose model counts on it: with worker
+    processes, a want of its own client that a step had released was still on
+    the scheduler at the step's check.
+    """
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+    ) as cluster:
+        yield cluster
+
+
 # -- A cluster started with the `dask scheduler` and `dask worker` commands ----
 
 

@@ -16,7 +16,7 @@ import uuid
 
 import dask
 import pytest
-from distributed import Client, Event, Future, LocalCluster, get_client
+from distributed import Client, Event, Future, get_client
 from helpers import in_thread, inc, wait_forgotten, watch_forgotten
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -38,13 +38,9 @@ CONSUMER = "unnest-test-consumer"
 
 
 @pytest.fixture(scope="module")
-def cluster_client():
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+def plugin_client(inproc_cluster):
+    """A client of the module's in-process cluster, whose scheduler runs the plugin."""
+    with Client(inproc_cluster, set_as_default=False) as client:
         client.register_plugin(HandOffPlugin(), name=PLUGIN_NAME)
         yield client
 
@@ -311,12 +307,12 @@ def barrier(client):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_hand_off_protocol_state_machine(cluster_client, request):
+def test_hand_off_protocol_state_machine(plugin_client, request):
     errors = _Errors()
     loggers = [logging.getLogger("unnest.handoff"), logging.getLogger("distributed.scheduler")]
     for logger in loggers:
         logger.addHandler(errors)
-    HandOffMachine.client = cluster_client
+    HandOffMachine.client = plugin_client
     slow = request.config.getoption("--slow")
     try:
         run_state_machine_as_test(
@@ -332,13 +328,13 @@ def test_hand_off_protocol_state_machine(cluster_client, request):
     assert [r.getMessage() for r in errors.records if r.levelno >= logging.ERROR] == []
 
 
-def test_barrier_orders_the_stream(cluster_client):
-    future = cluster_client.submit(inc, 1, key=f"barrier-check-{uuid.uuid4().hex}")
+def test_barrier_orders_the_stream(plugin_client):
+    future = plugin_client.submit(inc, 1, key=f"barrier-check-{uuid.uuid4().hex}")
     future.result()
     key = future.key
     future.release()
-    barrier(cluster_client)
-    wants, _, _ = cluster_client.run_on_scheduler(_snapshot, [key])
+    barrier(plugin_client)
+    wants, _, _ = plugin_client.run_on_scheduler(_snapshot, [key])
     assert wants == {}
 
 
