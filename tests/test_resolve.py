@@ -655,3 +655,50 @@ def test_a_fast_future_in_a_relayed_batch_is_not_held_back_by_a_slow_one(own_cli
     finally:
         Event(name, client=own_client).set()
     assert list(stream) == [(("slow",), ["slow"])]
+
+
+# -- found by the reference model (issue 17) ------------------------------------------
+
+
+def test_a_concurrent_futures_exception_is_not_given_unnests_notes():
+    # The user's exception object, held by their concurrent future: a note
+    # naming one call's place went on it, and a second call added another.
+    exc = KeyError("mine")
+    f = concurrent.futures.Future()
+    f.set_exception(exc)
+    for obj, place in (({"a": f}, "obj['a']"), ([0, f], "obj[1]")):
+        with pytest.raises(KeyError) as info:
+            unnest.unwrap(obj)
+        assert info.value is not exc
+        assert info.value.__notes__ == [f"raised by the concurrent.futures.Future at {place}"]
+    assert getattr(exc, "__notes__", []) == []
+    assert f.exception() is exc
+
+
+def test_what_an_unserializable_result_was_fetched_with_is_let_go_at_once(mp_client, paused_gc):
+    # The fetch's error kept our frames (and the batch's futures) in its
+    # traceback, and a placed error pinned them until the collector ran.
+    from helpers import wait_forgotten, watch_forgotten
+
+    watch_forgotten(mp_client)
+    good = [mp_client.submit(inc, i, pure=False) for i in range(3)]
+    bad = mp_client.submit(lambda: threading.Lock(), pure=False)
+    placed = unnest.unwrap([dask.delayed(inc)(1), good, bad], return_exceptions=True)
+    assert placed[:2] == [2, [1, 2, 3]] and isinstance(placed[2], TypeError)
+    keys = [f.key for f in [*good, bad]]
+    del good, bad, placed
+    assert wait_forgotten(mp_client, keys) == []
+
+
+def test_a_call_settled_by_its_walk_keeps_nothing(mp_client, paused_gc):
+    # unwrap of an opaque (nothing to wait for) kept its graph -- the futures
+    # in the opaque among it -- until the collector ran.
+    from helpers import wait_forgotten, watch_forgotten
+
+    watch_forgotten(mp_client)
+    futures = [mp_client.submit(inc, i, pure=False) for i in range(3)]
+    kept = unnest.unwrap({"as_is": unnest.opaque(futures)})
+    assert kept["as_is"] is futures
+    keys = [f.key for f in futures]
+    del futures, kept
+    assert wait_forgotten(mp_client, keys) == []

@@ -67,6 +67,45 @@ def add_note(exc: BaseException, note: str) -> BaseException:
     return exc
 
 
+def detached(exc: BaseException) -> BaseException:
+    """A copy of ``exc``, an exception that is not unnest's to change.
+
+    The exception a client keeps for an erred future: raising the kept one
+    would attach the frames it passes through -- the caller's, which hold
+    the user's structure and so the future -- to the client's state of that
+    key: the future could never be released while the client lives, and its
+    key stayed on the scheduler (``Future.result`` has that leak). The
+    exception a concurrent future holds: the user's object, which a note
+    naming a place in one call must not reach (met again by another call,
+    it had two). A copy has the same type, arguments, attributes, notes and
+    traceback; notes unnest adds go on the copy. An exception that cannot
+    be copied is returned as is.
+    """
+    import copy
+
+    try:
+        new = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(new) is not type(exc) or new is exc:
+        return exc
+    try:
+        # A dict of its own: copy.copy may hand the copy the very __dict__
+        # of the original (seen with exceptions a worker sent), and a note
+        # added to the copy would land on the kept exception.
+        new.__dict__ = dict(exc.__dict__)
+    except (AttributeError, TypeError):
+        return exc
+    new.__traceback__ = exc.__traceback__
+    new.__cause__ = exc.__cause__
+    new.__context__ = exc.__context__
+    new.__suppress_context__ = exc.__suppress_context__
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        new.__notes__ = list(notes)  # type: ignore[attr-defined]  # else shared
+    return new
+
+
 def rebuild_error(obj: Any, where: str, error: BaseException) -> TypeError:
     return TypeError(
         f"cannot rebuild the {type(obj).__name__} at {where} from its resolved contents: {error!r}"

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unnest._distributed import same_future
-from unnest._exceptions import add_note, flatten_error, rebuild_error
+from unnest._exceptions import add_note, detached, flatten_error, rebuild_error
 from unnest.traverse import (
     CFUTURE,
     COLLECTION,
@@ -576,6 +576,9 @@ class Graph:
             self._fill(node, exc)
             node.state = FAILED
             return None
+        # A copy: the exception is the user's (a concurrent future's) or the
+        # client's; the note naming this call's place goes on ours.
+        exc = detached(exc)
         node.state = FAILED
         node.value = exc
         self.resolved += 1

@@ -49,7 +49,7 @@ from typing import Any
 
 from unnest import _distributed, _protocol
 from unnest._caller import Caller
-from unnest._exceptions import ForgottenFutureError, HandOffUnavailable
+from unnest._exceptions import ForgottenFutureError, HandOffUnavailable, detached
 from unnest._graph import PENDING, Node, where
 from unnest._runtime import CLOSED, forgotten_grace, no_gc
 from unnest._wait_local import batches
@@ -76,42 +76,6 @@ def check_owner(future: Any, client: Any, place: str) -> None:
             )
     if client.status in CLOSED:
         raise ValueError(f"cannot resolve the future {future.key!r}: the client is closed")
-
-
-def detached(exc: BaseException) -> BaseException:
-    """A copy of ``exc``, the exception a client keeps for an erred future.
-
-    Raising the kept one would attach the frames it passes through -- the
-    caller's, which hold the user's structure and so the future -- to the
-    client's state of that key: the future could never be released while
-    the client lives, and its key stayed on the scheduler (``Future.result``
-    has that leak). A copy has the same type, arguments, attributes and
-    notes, and the remote traceback; notes unnest adds go on the copy, not
-    on the kept exception. An exception that cannot be copied is returned
-    as is.
-    """
-    import copy
-
-    try:
-        new = copy.copy(exc)
-    except Exception:
-        return exc
-    if type(new) is not type(exc) or new is exc:
-        return exc
-    try:
-        # A dict of its own: copy.copy may hand the copy the very __dict__
-        # of the original (seen with exceptions a worker sent), and a note
-        # added to the copy would land on the kept exception.
-        new.__dict__ = dict(exc.__dict__)
-    except (AttributeError, TypeError):
-        return exc
-    new.__cause__ = exc.__cause__
-    new.__context__ = exc.__context__
-    new.__suppress_context__ = exc.__suppress_context__
-    notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list):
-        new.__notes__ = list(notes)  # type: ignore[attr-defined]  # else shared
-    return new
 
 
 class DistributedWaiter:
@@ -282,6 +246,7 @@ class DistributedWaiter:
     async def _gather(self, batch: list[Node]) -> None:
         mine = self.futures
         futures = {f.key: f for f in (mine.get(node) for node in batch) if f is not None}
+        failure: BaseException | None = None
         try:
             data = await self._request(futures)
         except OSError:
@@ -291,15 +256,22 @@ class DistributedWaiter:
             # here, fails the whole request (the scheduler's gather raises).
             # It belongs to its key alone: halve the batch until it is found,
             # and deliver the others (issue 17: one bad result failed its
-            # chunk, without a place).
+            # chunk, without a place). Handled out of this block, and without
+            # the traceback through our frames (which hold the batch's
+            # futures): a placed error must not pin them.
+            e.__context__ = None
+            failure = e.with_traceback(None)
+        if failure is not None:
+            del futures
             if len(batch) > 1:
+                failure = None
                 half = len(batch) // 2
                 await self._gather(batch[:half])
                 await self._gather(batch[half:])
                 return
             node = batch[0]
             if node in self.futures and node.state is PENDING:
-                self._fail(node, e)
+                self._fail(node, failure)
             return
         carriers = []
         with no_gc(), self.call.batch():

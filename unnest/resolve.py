@@ -357,7 +357,7 @@ class Call:
 
         call = Call(client, None, self.graph.return_exceptions, on_done=done)
         batch = _Batch([node.obj for node in nodes], [where(node) for node in nodes])
-        out = call.begin(batch)
+        out = open_call(call, batch)
         if out is not call.graph.root:
             values = batch.items if out is SAME else out
         else:
@@ -428,6 +428,13 @@ def open_call(call: Call, obj: Any) -> Any:
     out = call.begin(obj)
     if out is call.graph.root:
         call.check_client()
+    else:
+        # Settled by the walk (an opaque unwrapped, finished concurrent
+        # futures): the call never runs, so run()'s end never clears its
+        # graph, and the call and its engines refer to each other -- the
+        # graph would keep the input's parts (futures in an opaque among
+        # them) until the garbage collector ran (issue 17).
+        call.graph.clear()
     return out
 
 
