@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import types
 from typing import Any
 
 __all__ = ["ForgottenFutureError", "HandOffUnavailable"]
@@ -67,6 +68,11 @@ def add_note(exc: BaseException, note: str) -> BaseException:
     return exc
 
 
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+_FIELDS = (types.MemberDescriptorType, types.GetSetDescriptorType)
+_OWN = {"args", "__traceback__", "__context__", "__cause__", "__suppress_context__", "__dict__"}
+
+
 def detached(exc: BaseException) -> BaseException:
     """A copy of ``exc``, an exception that is not unnest's to change.
 
@@ -96,6 +102,15 @@ def detached(exc: BaseException) -> BaseException:
         new.__dict__ = dict(exc.__dict__)
     except (AttributeError, TypeError):
         return exc
+    # What the builtin bases keep in C fields, which copy.copy leaves out
+    # (SystemExit.code, StopIteration.value, OSError.errno, ...).
+    for klass in type(exc).__mro__:
+        if klass.__flags__ & _HEAPTYPE:
+            continue
+        for name, field in vars(klass).items():
+            if type(field) in _FIELDS and name not in _OWN:
+                with contextlib.suppress(Exception):
+                    setattr(new, name, getattr(exc, name))
     new.__traceback__ = exc.__traceback__
     new.__cause__ = exc.__cause__
     new.__context__ = exc.__context__
