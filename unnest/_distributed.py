@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,8 +71,8 @@ _fast: list[bool] = []  # decided once, by fast()
 def fast() -> bool:
     """Whether the fast paths are usable here: checked once, at first use.
 
-    The check is on distributed's classes, not on an instance: ``Future``
-    declares ``_client`` and ``_state``, ``FutureState`` has ``wait``,
+    The check is on distributed's classes and on a future of no client:
+    ``Future`` keeps ``_client`` and ``_state``, ``FutureState`` has ``wait``,
     ``reset``, ``done``, ``exception`` and ``traceback``, ``Client`` has
     ``_send_to_scheduler`` and a ``futures`` dict, and ``Worker`` keeps its
     ``_instances``. Any of them missing: every fast path is off.
@@ -96,10 +97,15 @@ def _check() -> bool:
         from distributed.worker import thread_state  # noqa: F401
     except ImportError:
         return False
-    annotations = getattr(Future, "__annotations__", {})
+    try:
+        # A future of no client binds nothing and tells the scheduler nothing;
+        # it shows the attributes the fast paths read.
+        probe = Future("unnest-feature-check")
+        attributes = hasattr(probe, "_client") and hasattr(probe, "_state")
+    except Exception:
+        return False
     return (
-        "_client" in annotations
-        and "_state" in annotations
+        attributes
         and all(hasattr(FutureState, name) for name in ("wait", "reset", "done", "exception"))
         and callable(getattr(Client, "_send_to_scheduler", None))
         and hasattr(Worker, "_instances")
@@ -196,14 +202,27 @@ def stored_failure(future: Any) -> tuple[BaseException, Any] | None:
 
 
 async def fetch_failure(client: Any, future: Any) -> tuple[BaseException, Any]:
-    """``(exception, traceback)`` of an erred or cancelled future, through
-    ``Client.gather``, which raises the exception the client keeps."""
+    """``(exception, traceback)`` of an erred or cancelled future, by the public API.
+
+    An erred one's through ``Future.exception``/``Future.traceback``, which
+    hand them over without raising (a raise through ``Client.gather`` leaves
+    its frames, which hold the future, on the exception). A cancelled one's
+    through ``Client.gather``, which raises the cancellation with its reason.
+    """
+    if future.status == "error":
+        exc = await future.exception(asynchronous=True)
+        if exc is not None:
+            return exc, await future.traceback(asynchronous=True)
     try:
         await client.gather(future, asynchronous=True)
     except BaseException as e:  # what the future raised, or its cancellation
         if isinstance(e, asyncio.CancelledError) and not _is_future_cancelled(e):
             raise  # ours: the call is ending
-        tb, e.__traceback__ = e.__traceback__, None  # our frames: not on the kept one
+        # The frames it passed through (distributed's and ours) hold the
+        # future, its state and this client: not on the kept exception, and
+        # with their locals cleared on the copy's traceback.
+        tb, e.__traceback__ = e.__traceback__, None
+        traceback.clear_frames(tb)
         return e, tb
     raise RuntimeError(f"the future {future.key!r} was reported failed, but gave a value")
 

@@ -180,13 +180,13 @@ class DistributedWaiter:
             error.__cause__ = exc
             self.call.end(error)
             return
+        since = self.since.get(node)
+        if since is None or reason not in ("unknown", "already forgotten"):
+            self._fail(node, exc)  # the user's own future, or a reason that says it all
+            return
         if not _distributed.state_is_clients(client, future):
             # The client dropped the state itself: Client.cancel (whose default
             # reason is also "unknown") or a release. The user cancelled it.
-            self._fail(node, exc)
-            return
-        since = self.since.get(node)
-        if since is None or reason not in ("unknown", "already forgotten"):
             self._fail(node, exc)
             return
         # The scheduler does not know a key we took over. Either it forgot
