@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import logging
 import os
 import subprocess
 import sys
 
 import distributed
-from distributed import Client, LocalCluster, as_completed, get_client, worker_client
+from distributed import Client, as_completed, get_client, worker_client
+from run import cluster_client
 
 import unnest
 
@@ -87,16 +87,7 @@ def plugin_memory(dask_scheduler) -> dict[str, int]:
 def soak(variant: str, rounds: int) -> dict:
     """Run ``rounds`` rounds of ``variant``; memory after each tenth of them."""
     step = unnest_round if variant == "unnest" else plain_round
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=2,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with cluster_client(None) as client:  # benchmarks/run.py's cluster
         for _ in range(50):  # warm-up: imports, connections, the plugin
             step(client)
         gc.collect()
