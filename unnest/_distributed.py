@@ -100,7 +100,7 @@ def _check() -> bool:
     try:
         # A future of no client binds nothing and tells the scheduler nothing;
         # it shows the attributes the fast paths read.
-        probe = Future("unnest-feature-check")
+        probe: Any = Future("unnest-feature-check")
         attributes = hasattr(probe, "_client") and hasattr(probe, "_state")
     except Exception:
         return False
