@@ -40,7 +40,7 @@ import pydantic
 import pytest
 import reference
 from distributed import Client, get_client, wait
-from helpers import wait_forgotten, watch_forgotten
+from helpers import failed, wait_forgotten, watch_forgotten
 from hypothesis import event, given
 from hypothesis import strategies as st
 from strategies import (
@@ -50,6 +50,7 @@ from strategies import (
     Point,
     WithHidden,
     deep_snapshot,
+    done,
     examples,
     same_values,
     snapshot_changes,
@@ -947,18 +948,6 @@ def test_the_engine_agrees_with_the_reference(ref_client, pool, plan, api, rx, p
 
 
 # -- The reference and the checks, on their own (no cluster) ----------------------------------
-
-
-def done(value):
-    future = concurrent.futures.Future()
-    future.set_result(value)
-    return future
-
-
-def failed(exc):
-    future = concurrent.futures.Future()
-    future.set_exception(exc)
-    return future
 
 
 def only_failure(obj):

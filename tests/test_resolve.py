@@ -17,6 +17,7 @@ from distributed.client import FutureCancelledError
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils_test import gen_cluster
 from helpers import counting, fail, inc, wait_event
+from strategies import done
 
 import unnest
 import unnest._runtime
@@ -592,12 +593,6 @@ def test_explicit_closed_client_is_a_clear_error(client, monkeypatch):
 # -- placeholders found in a concurrent future's value (issue 17, bugs 6 and 7) --------
 
 
-def done_with(value):
-    f = concurrent.futures.Future()
-    f.set_result(value)
-    return f
-
-
 @pytest.fixture(params=["current-client", "no-current-client"])
 def own_client(request, mp_cluster):
     """A client whose futures a concurrent future's value holds.
@@ -616,7 +611,7 @@ def test_futures_in_a_concurrent_futures_value_are_fetched_together(own_client):
     futures = own_client.map(inc, range(1000), pure=False)
     own_client.gather(futures)
     with counting(own_client.scheduler, "gather", arg="keys") as gathers:
-        assert unnest.unwrap({"o": done_with(futures)}) == {"o": list(range(1, 1001))}
+        assert unnest.unwrap({"o": done(futures)}) == {"o": list(range(1, 1001))}
     assert gathers == [1000]  # one request, not one call per future
 
 
@@ -626,7 +621,7 @@ def test_delayed_in_a_concurrent_futures_value_are_submitted_together(own_client
         dask.config.set(scheduler=own_client),
         counting(own_client, "get", arg=1) as submissions,
     ):
-        assert unnest.unwrap([done_with(delayed)]) == [list(range(1, 51))]
+        assert unnest.unwrap([done(delayed)]) == [list(range(1, 51))]
     assert submissions == [50]
 
 
@@ -634,13 +629,13 @@ def test_a_failure_in_a_concurrent_futures_value_has_one_note_naming_its_place(o
     bad = own_client.submit(fail, 1)
     deeper = own_client.submit(fail_inside, pure=False)  # {"inner": [a failing future]}
     with pytest.raises(ZeroDivisionError) as info:
-        unnest.unwrap({"o": done_with([1, bad])})
+        unnest.unwrap({"o": done([1, bad])})
     assert info.value.__notes__ == [f"raised by the future {bad.key!r} at obj['o'].result()[1]"]
     with pytest.raises(ZeroDivisionError) as info:
-        unnest.unwrap({"o": done_with({"d": deeper})})
+        unnest.unwrap({"o": done({"d": deeper})})
     (note,) = info.value.__notes__
     assert note.endswith("at obj['o'].result()['d'].result()['inner'][0]")
-    placed = unnest.unwrap({"o": done_with([1, bad])}, return_exceptions=True)
+    placed = unnest.unwrap({"o": done([1, bad])}, return_exceptions=True)
     assert isinstance(placed["o"][1], ZeroDivisionError)
 
 
@@ -648,7 +643,7 @@ def test_a_fast_future_in_a_relayed_batch_is_not_held_back_by_a_slow_one(own_cli
     name = f"slow-{uuid.uuid4().hex}"
     slow = own_client.submit(wait_event, name, "slow", pure=False)
     fast = own_client.submit(inc, 1, pure=False)
-    stream = unnest.as_resolved({"slow": done_with([slow]), "fast": done_with([fast])})
+    stream = unnest.as_resolved({"slow": done([slow]), "fast": done([fast])})
     try:
         assert next(stream) == (("fast",), [2])
         assert slow.status == "pending"

@@ -14,6 +14,7 @@ import pytest
 from dask.delayed import Delayed
 from distributed import Client, Future, get_client, get_worker
 from helpers import bounded, counting, fail, failed, inc, wait_forgotten, watch_forgotten
+from strategies import done
 
 import unnest
 from unnest import _distributed
@@ -404,7 +405,7 @@ def test_a_fetch_in_flight_when_a_stream_closes_is_answered_before_its_keys_go(m
     # ("Couldn't gather keys ... forgotten") for a clean early exit.
     watch_forgotten(mp_client)
     computed = dask.delayed(inc, pure=False)(1)  # computed by unnest: its future is unnest's
-    stream = unnest.as_resolved({"ready": done_future(0), "computed": computed})
+    stream = unnest.as_resolved({"ready": done(0), "computed": computed})
     mp_client.run_on_scheduler(_gate_gather)
     try:
         assert next(stream) == (("ready",), 0)
@@ -419,11 +420,3 @@ def test_a_fetch_in_flight_when_a_stream_closes_is_answered_before_its_keys_go(m
     finally:
         errors = mp_client.run_on_scheduler(_remove_gate)
     assert errors == []
-
-
-def done_future(value):
-    import concurrent.futures
-
-    f = concurrent.futures.Future()
-    f.set_result(value)
-    return f
