@@ -122,11 +122,14 @@ def hand_off(obj: T) -> T:
 
     In a task on a cluster:
 
-    >>> def producer(n):  # doctest: +SKIP
-    ...     client = distributed.get_client()
-    ...     return hand_off([client.submit(inc, i) for i in range(n)])
-    >>> unnest.unwrap(client.submit(producer, 3))  # doctest: +SKIP
-    [1, 2, 3]
+    >>> from distributed import Client, get_client
+    >>> from unnest import unwrap
+    >>> def producer(n):
+    ...     client = get_client()
+    ...     return hand_off([client.submit(pow, 2, i) for i in range(n)])
+    >>> client = Client()  # doctest: +SKIP
+    >>> unwrap(client.submit(producer, 3))  # doctest: +SKIP
+    [1, 2, 4]
     """
     to_hold = _to_hold(obj)
     if to_hold is None:
@@ -164,9 +167,14 @@ async def hand_off_async(obj: T) -> T:
 
     In an ``async def`` task:
 
-    >>> async def producer(n):  # doctest: +SKIP
-    ...     client = distributed.get_client()
-    ...     return await hand_off_async([client.submit(inc, i) for i in range(n)])
+    >>> from distributed import Client, get_client
+    >>> from unnest import unwrap
+    >>> async def producer(n):
+    ...     client = get_client()
+    ...     return await hand_off_async([client.submit(pow, 2, i) for i in range(n)])
+    >>> client = Client()  # doctest: +SKIP
+    >>> unwrap(client.submit(producer, 3))  # doctest: +SKIP
+    [1, 2, 4]
     """
     to_hold = _to_hold(obj)
     if to_hold is None:

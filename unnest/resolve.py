@@ -576,11 +576,18 @@ def unwrap(
     >>> unwrap(plain) is plain
     True
 
-    With a cluster, futures whose results hold more futures resolve fully:
+    With a cluster, futures whose results hold more futures resolve fully. The
+    task asks for its worker's client (a task must not capture yours) and
+    hands off the futures it returns:
 
-    >>> client = distributed.Client()  # doctest: +SKIP
-    >>> unwrap({"x": client.submit(lambda: [client.submit(inc, 1)])})  # doctest: +SKIP
-    {'x': [2]}
+    >>> from distributed import Client, get_client
+    >>> from unnest import hand_off
+    >>> def producer(n):
+    ...     client = get_client()
+    ...     return hand_off([client.submit(pow, 2, i) for i in range(n)])
+    >>> client = Client()  # doctest: +SKIP
+    >>> unwrap({"x": client.submit(producer, 3)})  # doctest: +SKIP
+    {'x': [1, 2, 4]}
     """
     report = prologue(client, timeout, progress)
     if client is not None and in_loop_thread(client.loop.asyncio_loop):

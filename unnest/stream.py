@@ -545,6 +545,10 @@ def as_resolved(
 
     With a cluster, each branch as soon as it is done:
 
+    >>> from distributed import Client, get_client
+    >>> def producer(n):
+    ...     return unnest.hand_off({"xs": [get_client().submit(pow, 2, i) for i in range(n)]})
+    >>> client = Client()  # doctest: +SKIP
     >>> for path, value in unnest.as_resolved({"a": client.submit(producer, 3)}):  # doctest: +SKIP
     ...     print(path, value)
     ('a',) {'xs': [1, 2, 4]}
