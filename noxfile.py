@@ -5,6 +5,8 @@ and the public-API fallbacks: ``nox -s tests-public``.
 declares (read from there, so the two cannot drift) and runs the core suite;
 ``tests-latest`` takes the newest releases and runs the whole suite. Each
 session builds a fresh virtualenv with the interpreter nox runs under.
+
+``nox -s docs`` builds the documentation site with warnings as errors.
 """
 
 import configparser
@@ -63,6 +65,14 @@ def tests_public(session: nox.Session) -> None:
     """
     tests = [*CORE, "tests/test_reference.py"]
     session.run("python", "-m", "pytest", *tests, *session.posargs, env={"UNNEST_PUBLIC_ONLY": "1"})
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, every warning an error (``-E``: every page read anew)."""
+    session.install("-e", ".[docs]")
+    out = "docs/_build/html"
+    session.run("python", "-m", "sphinx", "-W", "--keep-going", "-E", "-b", "html", "docs", out)
 
 
 @nox.session(name="tests-latest")
