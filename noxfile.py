@@ -6,11 +6,15 @@ declares (read from there, so the two cannot drift) and runs the core suite;
 ``tests-latest`` takes the newest releases and runs the whole suite. Each
 session builds a fresh virtualenv with the interpreter nox runs under.
 
-``nox -s docs`` builds the documentation site with warnings as errors.
+``nox -s docs`` builds the documentation site with warnings as errors;
+``nox -s sdist`` builds the sdist and the wheel, checks them with twine, and
+runs a fast part of the tests in the unpacked sdist.
 """
 
 import configparser
 import re
+import shutil
+import tarfile
 from pathlib import Path
 
 import nox
@@ -73,6 +77,34 @@ def docs(session: nox.Session) -> None:
     session.install("-e", ".[docs]")
     out = "docs/_build/html"
     session.run("python", "-m", "sphinx", "-W", "--keep-going", "-E", "-b", "html", "docs", out)
+
+
+# What a fast run of the sdist's own tests covers: its contents, the README and
+# the docs' examples, the walk; -m "not slow" there.
+SDIST_TESTS = ["tests/test_package.py", "tests/test_docs.py", "tests/test_traverse.py"]
+
+
+@nox.session
+def sdist(session: nox.Session) -> None:
+    """The sdist as a user unpacks it: ``twine check``, ``pip install ".[test]"``, its tests.
+
+    Built with ``python -m build`` (the wheel from the sdist), checked with
+    ``twine check --strict``, unpacked in the session's temporary folder and
+    installed with its test extra; then ``SDIST_TESTS`` run there, or the
+    tests given after ``--``.
+    """
+    tmp = Path(session.create_tmp()).resolve()
+    shutil.rmtree(tmp / "dist", ignore_errors=True)
+    session.install("build", "twine")
+    session.run("python", "-m", "build", "--outdir", str(tmp / "dist"), str(ROOT))
+    session.run("python", "-m", "twine", "check", "--strict", *map(str, (tmp / "dist").iterdir()))
+    (sdist_path,) = (tmp / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist_path) as tar:
+        tar.extractall(tmp / "dist", filter="data")
+    unpacked = tmp / "dist" / sdist_path.name.removesuffix(".tar.gz")
+    session.install(f"{unpacked}[test]")
+    session.chdir(unpacked)
+    session.run("python", "-m", "pytest", *(session.posargs or [*SDIST_TESTS, "-m", "not slow"]))
 
 
 @nox.session(name="tests-latest")
