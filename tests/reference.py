@@ -1,7 +1,7 @@
 """A reference resolver: what unnest must compute, worked out the slow, obvious way.
 
 Written without unnest's engine: it uses only the markers of unnest's API
-(``unnest.opaque`` is not entered, ``unnest.Key`` names a dict key in a path)
+(``unnest.quote`` is not entered, ``unnest.Key`` names a dict key in a path)
 and the ``flatten``/``label`` functions a test registered, as a user declares
 them. ``tests/test_reference.py`` checks ``unwrap``, ``unwrap_async`` and
 ``as_resolved`` against it.
@@ -426,7 +426,7 @@ class Reference:
 
     def places(self, obj, link):
         """Record the places of the input; True if the part at ``link`` changes."""
-        if isinstance(obj, unnest.opaque):
+        if isinstance(obj, unnest.quote):
             return True  # replaced by what it wraps
         if is_placeholder(obj):
             self.spot(obj).input_links.append(link)
@@ -461,7 +461,7 @@ class Reference:
     # -- resolving -------------------------------------------------------------------
 
     def walk(self, obj, link):
-        if isinstance(obj, unnest.opaque):
+        if isinstance(obj, unnest.quote):
             return obj.obj
         if is_placeholder(obj):
             return self.placeholder(obj, link)
@@ -590,13 +590,23 @@ class Resolution:
             for path in paths(spot)
         ]
 
-    def errors(self, return_exceptions):
-        """The errors a call may raise; empty if it must return."""
+    def errors(self, errors):
+        """The errors a call with ``errors=`` may raise; empty if it must return.
+
+        Under ``"group"``, the failures are raised together, after everything
+        else: see :meth:`group`.
+        """
         if self.input_errors:
             return list(self.input_errors)
-        if return_exceptions:
+        if errors != "raise":
             return list(self.value_errors)
         return [*self.failures, *self.value_errors]
+
+    def group(self, errors):
+        """The failures an ``errors=`` call raises as one group (empty: none)."""
+        if errors != "group" or self.input_errors or self.value_errors:
+            return []
+        return list(self.failures)
 
 
 def resolve(obj, client, registered=()):

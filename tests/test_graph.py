@@ -160,13 +160,13 @@ def stand_ins(n):
 
 
 def test_graph_walk_finds_each_placeholder_once_and_fills_in_any_order():
-    from unnest._graph import DONE, PENDING, Graph
+    from unnest._graph import DONE, PENDING, RAISE, Graph
 
     a, b = stand_ins(2)
     shared = [b]
     obj = {"a": a, "s1": shared, "s2": (shared, 3)}
     done_calls = []
-    graph = Graph(False, on_done=lambda node, value: done_calls.append(value))
+    graph = Graph(RAISE, on_done=lambda node, value: done_calls.append(value))
     assert graph.walk_input(obj) is graph.root
     nodes = {node.obj: node for node in graph.take_new()}
     assert set(nodes) == {a, b} and graph.discovered == 2
@@ -182,11 +182,11 @@ def test_graph_walk_finds_each_placeholder_once_and_fills_in_any_order():
 
 
 def test_graph_complete_returns_the_placeholders_a_value_holds():
-    from unnest._graph import Graph
+    from unnest._graph import RAISE, Graph
 
     (a,) = stand_ins(1)
     inner = stand_ins(2)
-    graph = Graph(False)
+    graph = Graph(RAISE)
     graph.walk_input([a])
     (node,) = graph.take_new()
     found = graph.complete(node, {"x": inner[0], "y": [inner[1], 1]})
@@ -197,11 +197,12 @@ def test_graph_complete_returns_the_placeholders_a_value_holds():
 
 
 def test_graph_fail_names_the_place_or_puts_the_error_there():
-    from unnest._graph import FAILED, Graph
+    from unnest._graph import FAILED, RAISE, RETURN, Graph
 
-    for return_exceptions in (False, True):
+    for errors in (RAISE, RETURN):
+        return_exceptions = errors is RETURN
         a, b = stand_ins(2)
-        graph = Graph(return_exceptions)
+        graph = Graph(errors)
         graph.walk_input({"k": [1, a], "b": b})
         nodes = {node.obj: node for node in graph.take_new()}
         error = graph.fail(nodes[a], KeyError("boom"))
@@ -215,11 +216,11 @@ def test_graph_fail_names_the_place_or_puts_the_error_there():
 
 
 def test_graph_value_that_holds_its_own_waiting_container_is_a_cycle():
-    from unnest._graph import Graph
+    from unnest._graph import RAISE, Graph
 
     (a,) = stand_ins(1)
     box = [a]
-    graph = Graph(False)
+    graph = Graph(RAISE)
     graph.walk_input({"box": box})
     (node,) = graph.take_new()
     with pytest.raises(ValueError, match=r"cycle at obj\['box'\]\[0\]\.result\(\)"):
@@ -227,10 +228,10 @@ def test_graph_value_that_holds_its_own_waiting_container_is_a_cycle():
 
 
 def test_graph_placeholder_met_again_after_it_is_done_is_its_value():
-    from unnest._graph import Graph
+    from unnest._graph import RAISE, Graph
 
     a, b = stand_ins(2)
-    graph = Graph(False)
+    graph = Graph(RAISE)
     graph.walk_input([a, b])
     nodes = {node.obj: node for node in graph.take_new()}
     graph.complete(nodes[a], "A")

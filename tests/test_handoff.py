@@ -266,10 +266,10 @@ def test_handoff_unavailable_is_public():
 
 
 def opaque_producer(n):
-    """Pass the futures of ``n`` children on on purpose, in an ``unnest.opaque``."""
+    """Pass the futures of ``n`` children on on purpose, in an ``unnest.quote``."""
     client = get_client()
     futures = [client.submit(inc, i, pure=False) for i in range(n)]
-    return unnest.hand_off({"n": n, "later": unnest.opaque(futures)})
+    return unnest.hand_off({"n": n, "later": unnest.quote(futures)})
 
 
 def test_futures_inside_opaque_are_held_and_handed_on_as_futures(client):

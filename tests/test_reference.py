@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import gc
 import re
+import sys
 import threading
 import time
 import traceback
@@ -57,6 +58,9 @@ from strategies import (
 )
 
 import unnest
+
+if sys.version_info < (3, 11):  # the backport unnest depends on there
+    from exceptiongroup import BaseExceptionGroup
 
 TIMEOUT = 60  # for any one call
 
@@ -398,7 +402,7 @@ class Build:
         return ExtraModel(a=self.node(a), **{key: self.node(value)})
 
     def make_opaque(self, inner):
-        return unnest.opaque(self.node(inner))
+        return unnest.quote(self.node(inner))
 
     def placeholder(self, tag, args):
         raise ValueError(f"no placeholder {tag!r} here")
@@ -735,7 +739,7 @@ def _caught(outcome, e):
 def call_unwrap(obj, client, rx):
     outcome = Outcome()
     try:
-        outcome.value = unnest.unwrap(obj, client=client, return_exceptions=rx, timeout=TIMEOUT)
+        outcome.value = unnest.unwrap(obj, client=client, errors=rx, timeout=TIMEOUT)
     except Exception as e:
         return _caught(outcome, e)
     return outcome
@@ -745,7 +749,7 @@ def call_unwrap_async(obj, client, rx):
     outcome = Outcome()
     try:
         outcome.value = asyncio.run(
-            unnest.unwrap_async(obj, client=client, return_exceptions=rx, timeout=TIMEOUT)
+            unnest.unwrap_async(obj, client=client, errors=rx, timeout=TIMEOUT)
         )
     except Exception as e:
         return _caught(outcome, e)
@@ -755,7 +759,7 @@ def call_unwrap_async(obj, client, rx):
 def call_as_resolved(obj, client, rx):
     outcome = Outcome(pairs=[])
     try:
-        with unnest.as_resolved(obj, client=client, return_exceptions=rx, timeout=TIMEOUT) as it:
+        with unnest.as_resolved(obj, client=client, errors=rx, timeout=TIMEOUT) as it:
             for pair in it:
                 outcome.pairs.append(pair)
     except Exception as e:
@@ -767,7 +771,7 @@ def call_as_resolved_async(obj, client, rx):
     outcome = Outcome(pairs=[])
 
     async def main():
-        stream = unnest.as_resolved_async(obj, client=client, return_exceptions=rx, timeout=TIMEOUT)
+        stream = unnest.as_resolved_async(obj, client=client, errors=rx, timeout=TIMEOUT)
         async with stream:
             async for pair in stream:
                 outcome.pairs.append(pair)
@@ -840,9 +844,33 @@ def check_error(outcome, expected, name):
     )
 
 
-def check_pairs(obj, pairs, ref, known, complete):
-    """``as_resolved``'s pairs: each at a placeholder of ``obj``, with the reference's value."""
+def holds_failure(value, failures):
+    """Does ``value`` (of the reference's) hold the exception of one of ``failures``?"""
+    targets = {id(failure.exc) for failure in failures}
+    registered = dict(REGISTERED)
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in targets:
+            return True
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        parts = reference.take_apart(item, registered)
+        if parts is not None:
+            stack.extend(parts.children)
+    return False
+
+
+def check_pairs(obj, pairs, ref, known, complete, good_only=False):
+    """``as_resolved``'s pairs: each at a placeholder of ``obj``, with the reference's value.
+
+    ``good_only`` (``errors="group"``): only values that hold no failure are
+    yielded (and all of them, if ``complete``).
+    """
     left = list(ref.pairs)
+    if good_only:
+        left = [(p, v) for p, v in left if not holds_failure(v, ref.failures)]
     for path, value in pairs:
         target = reference.follow(obj, path, REGISTERED)
         assert reference.is_placeholder(target), f"path {path} leads to {target!r}"
@@ -873,6 +901,27 @@ def tags(plan):
     return found
 
 
+def check_group(outcome, failures, name):
+    """The ``ExceptionGroup`` of ``errors="group"``: one noted exception per failure."""
+    group = outcome.error
+    assert isinstance(group, BaseExceptionGroup), (
+        f"{name} raised {group!r} where the reference expects a group of "
+        f"{len(failures)} failures\n{outcome.trace}"
+    )
+    assert len(group.exceptions) == len(failures), (
+        f"{name} raised a group of {len(group.exceptions)}; the reference expects "
+        + "\n".join(f"  {_spec(f)}" for f in failures)
+    )
+    left = list(failures)
+    for exc in group.exceptions:
+        match = next((i for i, f in enumerate(left) if mismatch(exc, f) is None), None)
+        assert match is not None, (
+            f"{name}'s group holds {exc!r} (notes {getattr(exc, '__notes__', None)}); "
+            "the reference expects one of:\n" + "\n".join(f"  {_spec(f)}" for f in left)
+        )
+        del left[match]
+
+
 def check_example(client, pool, plan, api, rx, pass_client):
     for tag in tags(plan):
         event(f"holds {tag}")
@@ -885,10 +934,13 @@ def check_example(client, pool, plan, api, rx, pass_client):
         assert changes == [], f"{api} changed its input: {changes}"
         ref = reference.resolve(obj, client, REGISTERED)
         expected = ref.errors(rx)
+        grouped = ref.group(rx)
         event(f"{api}: " + ("returned" if outcome.error is None else type(outcome.error).__name__))
         walk_errors = len(ref.input_errors) + len(ref.value_errors)
         event(f"the reference: {len(ref.failures)} failures, {walk_errors} walk errors")
-        if outcome.error is not None:
+        if grouped:
+            check_group(outcome, grouped, api)
+        elif outcome.error is not None:
             check_error(outcome, expected, api)
         else:
             assert not expected, (
@@ -900,7 +952,9 @@ def check_example(client, pool, plan, api, rx, pass_client):
                 diff = same_values(outcome.value, ref.value, set(before), "obj")
                 assert diff is None, diff
         else:
-            check_pairs(obj, outcome.pairs, ref, set(before), complete=outcome.error is None)
+            complete = outcome.error is None or bool(grouped)
+            good_only = rx == "group"
+            check_pairs(obj, outcome.pairs, ref, set(before), complete, good_only)
     finally:
         build.finish()
     return build.cyclic
@@ -929,7 +983,7 @@ EXAMPLES = examples(0.2)  # of the profile's count: 400 in CI, 4,000 with --slow
 @given(
     plan=plans,
     api=st.sampled_from(list(CALLS)),
-    rx=st.booleans(),
+    rx=st.sampled_from(["raise", "return", "group"]),
     pass_client=st.booleans(),
 )
 def test_the_engine_agrees_with_the_reference(ref_client, pool, plan, api, rx, pass_client):

@@ -686,13 +686,13 @@ def test_what_an_unserializable_result_was_fetched_with_is_let_go_at_once(mp_cli
 
 
 def test_a_call_settled_by_its_walk_keeps_nothing(mp_client, paused_gc):
-    # unwrap of an opaque (nothing to wait for) kept its graph -- the futures
+    # unwrap of a quote (nothing to wait for) kept its graph -- the futures
     # in the opaque among it -- until the collector ran.
     from helpers import wait_forgotten, watch_forgotten
 
     watch_forgotten(mp_client)
     futures = [mp_client.submit(inc, i, pure=False) for i in range(3)]
-    kept = unnest.unwrap({"as_is": unnest.opaque(futures)})
+    kept = unnest.unwrap({"as_is": unnest.quote(futures)})
     assert kept["as_is"] is futures
     keys = [f.key for f in futures]
     del futures, kept

@@ -226,7 +226,7 @@ def test_one_pair_per_place_of_a_shared_placeholder(mp_client):
 
 def test_nothing_to_resolve_yields_nothing(mp_client):
     futures = [mp_client.submit(inc, 1)]
-    assert list(unnest.as_resolved({"a": [1, "x"], "b": unnest.opaque(futures)})) == []
+    assert list(unnest.as_resolved({"a": [1, "x"], "b": unnest.quote(futures)})) == []
     assert list(unnest.as_resolved([])) == []
 
 

@@ -615,8 +615,8 @@ def test_rebuilt_deque_subclass_keeps_its_slots():
 
 def test_opaque_is_replaced_by_the_very_object_it_wraps():
     inner = [done(1), {"x": done(2)}]
-    assert unnest.unwrap(unnest.opaque(inner)) is inner
-    result = unnest.unwrap({"resolved": done(3), "as_is": unnest.opaque(inner), "n": 4})
+    assert unnest.unwrap(unnest.quote(inner)) is inner
+    result = unnest.unwrap({"resolved": done(3), "as_is": unnest.quote(inner), "n": 4})
     assert result == {"resolved": 3, "as_is": inner, "n": 4}
     assert result["as_is"] is inner
     assert isinstance(inner[0], concurrent.futures.Future)  # neither resolved nor modified
@@ -624,15 +624,15 @@ def test_opaque_is_replaced_by_the_very_object_it_wraps():
 
 def test_opaque_in_a_resolved_value_and_opaque_of_opaque():
     futures = [done(1)]
-    result = unnest.unwrap([done(unnest.opaque(futures)), done(done(unnest.opaque(7)))])
+    result = unnest.unwrap([done(unnest.quote(futures)), done(done(unnest.quote(7)))])
     assert result[0] is futures and result[1] == 7
-    wrapped = unnest.opaque(futures)
-    assert unnest.unwrap(unnest.opaque(wrapped)) is wrapped  # only one layer comes off
+    wrapped = unnest.quote(futures)
+    assert unnest.unwrap(unnest.quote(wrapped)) is wrapped  # only one layer comes off
 
 
 def test_opaque_shared_and_in_registered_containers():
     inner = [done(1)]
-    wrapper = unnest.opaque(inner)
+    wrapper = unnest.quote(inner)
     result = unnest.unwrap({"a": wrapper, "b": (wrapper,), "box": Box(wrapper)})
     assert result["a"] is result["b"][0] is result["box"].value is inner
 
@@ -640,22 +640,22 @@ def test_opaque_shared_and_in_registered_containers():
 def test_opaque_is_a_small_value_object():
     import pickle
 
-    wrapper = unnest.opaque([1, "a"])
-    assert repr(wrapper) == "opaque([1, 'a'])"
-    assert wrapper == unnest.opaque([1, "a"]) and wrapper != unnest.opaque([2])
+    wrapper = unnest.quote([1, "a"])
+    assert repr(wrapper) == "quote([1, 'a'])"
+    assert wrapper == unnest.quote([1, "a"]) and wrapper != unnest.quote([2])
     assert wrapper != [1, "a"]
-    assert hash(unnest.opaque((1, 2))) == hash(unnest.opaque((1, 2)))
+    assert hash(unnest.quote((1, 2))) == hash(unnest.quote((1, 2)))
     assert not hasattr(wrapper, "__dict__")
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         assert pickle.loads(pickle.dumps(wrapper, protocol)) == wrapper
-    assert unnest.opaque[int](3).obj == 3  # generic, for type checkers
+    assert unnest.quote[int](3).obj == 3  # generic, for type checkers
 
 
 def test_placeholders_look_inside_opaque():
     from unnest.traverse import CFUTURE, placeholders
 
     f, g = done(1), done(2)
-    wrapper = unnest.opaque({"f": f, "deeper": [unnest.opaque((g,))]})
+    wrapper = unnest.quote({"f": f, "deeper": [unnest.quote((g,))]})
     assert {id(x) for x in placeholders([wrapper, wrapper], (CFUTURE,))} == {id(f), id(g)}
 
 
@@ -668,5 +668,5 @@ def test_resolving_passes_opaque_contents_to_the_function():
         return "ok"
 
     inner = [done(1)]
-    assert task(done(5), unnest.opaque(inner)) == "ok"
+    assert task(done(5), unnest.quote(inner)) == "ok"
     assert seen[0][0] == 5 and seen[0][1] is inner

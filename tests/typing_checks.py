@@ -39,7 +39,7 @@ def check_unwrap(client: Client, future: Future[int], cf: concurrent.futures.Fut
     assert_type(unnest.unwrap(future, return_exceptions=True), int | BaseException)
     assert_type(unnest.unwrap(cf, return_exceptions=True), str | BaseException)
     # An opaque gives back what it wraps, placeholders and all.
-    assert_type(unnest.unwrap(unnest.opaque([future])), list[Future[int]])
+    assert_type(unnest.unwrap(unnest.quote([future])), list[Future[int]])
     # Containers and collections: values the checker cannot follow.
     assert_type(unnest.unwrap({"a": future}), Any)
     assert_type(unnest.unwrap([future, cf]), Any)
@@ -54,7 +54,7 @@ async def check_unwrap_async(future: Future[int], cf: concurrent.futures.Future[
     assert_type(await unnest.unwrap_async(future), int)
     assert_type(await unnest.unwrap_async(cf), str)
     assert_type(await unnest.unwrap_async(future, return_exceptions=True), int | BaseException)
-    assert_type(await unnest.unwrap_async(unnest.opaque(future)), Future[int])
+    assert_type(await unnest.unwrap_async(unnest.quote(future)), Future[int])
     assert_type(await unnest.unwrap_async({"a": [future]}), Any)
     await unnest.unwrap_async(future, client="tcp://127.0.0.1:8786")  # type: ignore[call-overload]
 
@@ -161,4 +161,4 @@ def check_register_container() -> None:
 
 
 def check_opaque() -> None:
-    assert_type(unnest.opaque([1]).obj, list[int])
+    assert_type(unnest.quote([1]).obj, list[int])

@@ -37,8 +37,9 @@ class Caller(Protocol):
         ...
 
     @property
-    def return_exceptions(self) -> bool:
-        """Whether a failed placeholder's exception takes its place."""
+    def places_failures(self) -> bool:
+        """May a failed placeholder leave the call running (its error in place,
+        or kept for a group)? Then each failure must reach its own node."""
         ...
 
     def guard(self, func: Callable[..., Any]) -> Callable[..., None]:

@@ -138,3 +138,18 @@ def loop_thread_error(client: Any, name: str = "unwrap", use: str | None = None)
         "there would deadlock (distributed hands back a coroutine in this "
         f"situation). Use `{use}` instead."
     )
+
+
+def failure_group(name: str, failures: list[BaseException], discovered: int) -> BaseException:
+    """The ``ExceptionGroup`` that ends a call under ``errors="group"``.
+
+    ``BaseExceptionGroup`` gives an ``ExceptionGroup`` when every failure is
+    an ``Exception``; on Python 3.10, from the ``exceptiongroup`` backport.
+    """
+    if sys.version_info >= (3, 11):
+        from builtins import BaseExceptionGroup as group
+    else:  # pragma: no cover  (3.10)
+        from exceptiongroup import BaseExceptionGroup as group
+    what = "placeholder" if discovered == 1 else "placeholders"
+    error: BaseException = group(f"{name}: {len(failures)} of {discovered} {what} failed", failures)
+    return error

@@ -11,8 +11,18 @@ The walk sorts every element of a structure into one of three outcomes:
 * ``SAME``: nothing inside to resolve; the object is reused as is;
 * a new value: something inside was already resolved, the container was
   rebuilt (only containers on the path to a change are ever copied); or an
-  :class:`unnest.opaque`, replaced by the object it wraps (never entered);
+  :class:`unnest.quote`, replaced by the object it wraps (never entered);
 * a pending :class:`Node`: something inside is still waiting.
+
+Failures
+--------
+A placeholder's exception ends the call (``errors="raise"``: :meth:`Graph.fail`
+returns it, with a note naming its place), or takes the placeholder's place
+-- under ``errors="return"``, and inside an :class:`unnest.allow_failure`
+(every path from the node up to the root passes through one; checked only
+when a failure happens, and only in a call whose walk met one) -- or takes
+its place *and* is kept, noted, for the ``ExceptionGroup`` that ends the call
+once everything else is resolved (``errors="group"``).
 
 Invariants
 ----------
@@ -52,6 +62,7 @@ from typing import Any
 from unnest._distributed import same_future
 from unnest._exceptions import add_note, detached, flatten_error, rebuild_error
 from unnest.traverse import (
+    ALLOWED,
     CFUTURE,
     COLLECTION,
     FUTURE,
@@ -77,6 +88,17 @@ class State(enum.Enum):
 
 
 PENDING, DONE, FAILED = State
+
+
+class Errors(enum.Enum):
+    """What a placeholder's failure does to a call (the ``errors=`` option)."""
+
+    RAISE = "raise"  # end the call with it
+    RETURN = "return"  # put it in the placeholder's place
+    GROUP = "group"  # put it in place, keep it; raise all as a group at the end
+
+
+RAISE, RETURN, GROUP = Errors
 
 
 class Node:
@@ -236,8 +258,20 @@ class Graph:
     they end the call.
     """
 
-    def __init__(self, return_exceptions: bool, on_done: Callable[[Node, Any], None] | None = None):
-        self.return_exceptions = return_exceptions
+    def __init__(
+        self,
+        errors: Errors,
+        on_done: Callable[[Node, Any], None] | None = None,
+        on_failed: Callable[[Node, BaseException | None], None] | None = None,
+    ):
+        self.errors = errors
+        # Failures kept under errors="group", each with the note naming its
+        # place, in the order they happened.
+        self.failures: list[BaseException] = []
+        # The walk met an allow_failure: a failure may be excused by its place.
+        self.allowing = False
+        self.excused: set[Node] = set()  # failed nodes excused by allow_failure
+        self.tainted: set[int] = set()  # ids of values that hold kept failures
         self.memo: dict[int, Any] = {}  # a container's Node, or (obj, outcome)
         self.by_key: dict[Any, Node] = {}
         self.new: list[Node] = []
@@ -250,9 +284,11 @@ class Graph:
         self.kinds: dict[type, Any] = known_kinds()
         self.discovered = 0  # placeholders found so far
         self.resolved = 0  # of which done or failed
-        # Told of every placeholder node done (value, or exception under
-        # return_exceptions), with its fully resolved value: unnest.stream.
+        # Told of every placeholder node done (value, or exception put in its
+        # place), with its fully resolved value: unnest.stream. And of every
+        # failure kept for the group (not in place for the user).
         self.on_done = on_done
+        self.on_failed = on_failed
 
     def _classify(self, tp: type) -> Any:
         kind = self.kinds[tp] = kind_of(tp)
@@ -389,6 +425,12 @@ class Graph:
         # leaves only (records of small lists): settle them without a frame.
         # A container of leaves only needs no memo even when shared: it is
         # SAME wherever it is met, and in no cycle.
+        if kind is ALLOWED:
+            # Always replaced by its content, even one with nothing to resolve.
+            self.allowing = True
+            frame = _Frame(obj, kind, flat, memoize)
+            frame.changes = []
+            return frame
         kinds = self.kinds
         children = flat[0]
         j = 0
@@ -429,6 +471,8 @@ class Graph:
 
     def _leaves(self, kind: Container, obj: Any) -> bool:
         """Does ``obj`` hold leaves only? (False if it cannot be taken apart.)"""
+        if kind is ALLOWED:
+            return False  # replaced by its content: never the same object
         try:
             children = kind.flatten(obj)[0]
         except Exception:
@@ -467,9 +511,24 @@ class Graph:
         if node.state is DONE:
             return node.value
         if node.state is FAILED:
-            if self.return_exceptions:
+            # Under errors="raise", only a failure that was excused by its
+            # place: met again, it is excused by this place, or raised.
+            excused = node in self.excused
+            if self.errors is not RAISE and not excused:
                 return node.value
-            raise node.value
+            if self._allowed_here(parent, stack):
+                return node.value
+            exc = add_note(
+                detached(node.value),
+                f"raised by {describe(node)} at {self._place(parent, pidx, stack)}",
+            )
+            if self.errors is RAISE:
+                raise exc
+            if self.errors is GROUP:
+                self.excused.discard(node)  # kept once
+                self.failures.append(exc)
+                self.tainted.add(id(node.value))
+            return node.value
         if parent is not self.root and _reaches(node, parent):
             where = self._place(parent, pidx, stack)
             raise ValueError(
@@ -493,9 +552,13 @@ class Graph:
         pending = frame.pending
         if pending is None:
             try:
-                return rebuild(values)
+                value = rebuild(values)
             except Exception as e:
                 raise rebuild_error(obj, self._place(parent, pidx, stack), e) from e
+            tainted = self.tainted
+            if tainted and any(id(v) in tainted for _, v in frame.changes or ()):
+                tainted.add(id(value))
+            return value
         node = Node(obj, frame.kind, rebuild, values, len(pending))
         for i, child in pending:
             attach(child, node, i)
@@ -563,33 +626,62 @@ class Graph:
             self._fill(node, value if out is SAME else out)
         return self.new[found:] if len(self.new) > found else []
 
-    def fail(self, node: Node, exc: BaseException) -> BaseException | None:
+    def fail(self, node: Node, exc: BaseException, noted: bool = False) -> BaseException | None:
         """A placeholder raised ``exc``: the error that ends the call, or None.
 
-        With ``return_exceptions`` the exception takes the node's place and
-        None is returned; otherwise the exception, with a note naming the
-        place.
+        Under ``errors="return"``, and inside an ``allow_failure``, the
+        exception takes the node's place as it is and None is returned; else
+        a copy with a note naming the place, which ends the call
+        (``errors="raise"``: returned) or is kept for the group and takes
+        the place (``errors="group"``). ``noted``: ``exc`` is already such a
+        copy, named in this call's terms (by a relay call).
         """
         if node.state is not PENDING:
             return None
-        if self.return_exceptions:
+        errors = self.errors
+        if errors is RETURN or (self.allowing and excused(node)):
+            if errors is not RETURN:
+                self.excused.add(node)
             self._fill(node, exc)
             node.state = FAILED
             return None
-        # A copy: the exception is the user's (a concurrent future's) or the
-        # client's; the note naming this call's place goes on ours.
-        exc = detached(exc)
+        if not noted:
+            # A copy: the exception is the user's (a concurrent future's) or
+            # the client's; the note naming this call's place goes on ours.
+            exc = add_note(detached(exc), f"raised by {describe(node)} at {where(node)}")
+        if errors is GROUP:
+            self.failures.append(exc)
+            self.tainted.add(id(exc))
+            self._fill(node, exc, exc)
+            node.state = FAILED
+            return None
         node.state = FAILED
         node.value = exc
         self.resolved += 1
-        return add_note(exc, f"raised by {describe(node)} at {where(node)}")
+        return exc
 
-    def _fill(self, node: Node, value: Any) -> None:
+    def _allowed_here(self, parent: Node, stack: Any) -> bool:
+        """Is the place being walked (``parent`` and the frames) inside an allow_failure?"""
+        if not self.allowing:
+            return False
+        if any(frame.kind is ALLOWED for frame in stack):
+            return True
+        return parent.kind is ALLOWED or excused(parent)
+
+    def _fill(self, node: Node, value: Any, failure: BaseException | None = None) -> None:
         """Put ``value`` in slot 0 of ``node``; complete what that completes.
+
+        ``failure``: the placeholder ``node`` failed with it and it is kept
+        for the group (``value``, in its place, is no value of the user's).
+        Under ``errors="group"``, every value that holds such a failure is
+        marked (``tainted``, by id: each is kept by its node for the call's
+        length), and the placeholders it fills are told to ``on_failed``, not
+        ``on_done``: the streams yield good values only.
 
         A work list, not recursion, allocated only where a completed node has
         several parents.
         """
+        tainted = self.tainted
         i = 0
         work: list[tuple[Node, int, Any]] | None = None
         while True:
@@ -605,6 +697,8 @@ class Graph:
                         value = node.rebuild(values)
                     except Exception as e:
                         raise rebuild_error(node.obj, where(node), e) from e
+                    if tainted and any(id(v) in tainted for v in values):  # type: ignore[union-attr]
+                        tainted.add(id(value))
                     # It stays the container's memo entry: met again, its
                     # value (a new pair per container here cost allocation
                     # and collection: benchmarks/run.py, finished_futures).
@@ -613,7 +707,11 @@ class Graph:
                 self.finished = True
             else:
                 self.resolved += 1
-                if self.on_done is not None:
+                if failure is not None or (tainted and id(value) in tainted):
+                    if self.on_failed is not None:
+                        self.on_failed(node, failure)
+                    failure = None
+                elif self.on_done is not None:
                     self.on_done(node, value)
             if kind is not None:
                 node.state = DONE
@@ -646,6 +744,26 @@ class Graph:
             if type(hit) is Node and type(hit.kind) is not Container and hit.state is PENDING
         ]
         return [node for node in nodes if node.parent is not None]
+
+
+def excused(node: Node) -> bool:
+    """Does every path from ``node`` up to the root pass through an allow_failure?"""
+    seen = set()
+    work = [node]
+    while work:
+        node = work.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        ups = parents(node)
+        if not ups:
+            return False  # the root, or a node not attached yet
+        for parent, _ in ups:
+            if parent.kind is ROOT:
+                return False
+            if parent.kind is not ALLOWED:
+                work.append(parent)
+    return True
 
 
 def _reaches(start: Node, target: Node) -> bool:
@@ -701,6 +819,6 @@ def _memoizes(make: Callable[[], tuple[Any, Any]]) -> bool:
     obj, target = make()
     target_id = id(target)
     del target  # only the structure refers to it now
-    graph = Graph(False)
+    graph = Graph(RAISE)
     graph.walk(obj, graph.root, 0)
     return target_id in graph.memo

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from unnest._graph import Node, parents
-from unnest.traverse import ROOT
+from unnest.traverse import HERE, ROOT
 
 __all__ = ["Path", "Place", "elements", "paths", "places"]
 
@@ -86,4 +86,6 @@ def paths(place: Place) -> Iterator[Path]:
             yield tuple(path)
             continue
         for above, element in reversed(at.up):
-            stack.append((above, below if above is None else (element, below)))
+            # HERE: a step that is none (an allow_failure, replaced by its value).
+            step = above is not None and element is not HERE
+            stack.append((above, (element, below) if step else below))

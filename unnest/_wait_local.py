@@ -129,7 +129,7 @@ class LocalWaiter:
             if len(batch) == 1:
                 self.call.fail(batch[0], e)
                 return
-            if not self.call.return_exceptions:
+            if not self.call.places_failures:
                 places = ", ".join(where(node) for node in batch)
                 self.call.end(
                     add_note(e, f"raised while computing the dask collections at {places}")

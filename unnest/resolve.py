@@ -58,8 +58,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from unnest._distributed import owner
-from unnest._exceptions import ForgottenFutureError, loop_thread_error
-from unnest._graph import SAME, Graph, Node, describe, where
+from unnest._exceptions import ForgottenFutureError, failure_group, loop_thread_error
+from unnest._graph import GROUP, RAISE, SAME, Errors, Graph, Node, describe, excused, where
 from unnest._progress import Progress, Reporter, reporter
 from unnest._runtime import (
     CLOSED,
@@ -79,18 +79,28 @@ from unnest._runtime import (
 )
 from unnest._wait_distributed import DistributedWaiter
 from unnest._wait_local import LocalWaiter
-from unnest.traverse import CFUTURE, COLLECTION, FUTURE, Container, register_builtin
+from unnest.traverse import (
+    CFUTURE,
+    COLLECTION,
+    FUTURE,
+    Container,
+    allow_failure,
+    register_builtin,
+)
 
 if TYPE_CHECKING:  # only: importing unnest imports no distributed
     import concurrent.futures
 
     from distributed import Client, Future
 
-    from unnest.traverse import opaque
+    from unnest.traverse import quote
 
 __all__ = ["ForgottenFutureError", "unwrap", "unwrap_async", "unwrap_or_wait"]
 
 T = TypeVar("T")
+
+#: What a placeholder's failure does to a call: the ``errors=`` option.
+ErrorPolicy = Literal["raise", "return", "group"]
 
 
 class Call:
@@ -98,14 +108,19 @@ class Call:
 
     name = "unwrap"  # the function named in messages
 
+    # Under errors="group", the call ends with the group of its failures
+    # (False for a relay call: its caller keeps them).
+    raises_group = True
+
     def __init__(
         self,
         client: Any,
         timeout: float | None,
-        return_exceptions: bool,
+        errors: Errors,
         on_done: Callable[[Node, Any], None] | None = None,
+        on_failed: Callable[[Node, BaseException | None], None] | None = None,
     ):
-        self.graph = Graph(return_exceptions, on_done)
+        self.graph = Graph(errors, on_done, on_failed)
         self.client = client  # the primary client, decided lazily
         self.client_fixed = client is not None
         self.timeout = timeout
@@ -211,7 +226,10 @@ class Call:
                 await self.remote.aclose()
             self.local.close()
             error, self.error = self.error, None
-            value = self.graph.root.value if error is None else None
+            graph = self.graph
+            if error is None and graph.failures and self.raises_group:
+                error = failure_group(self.name, graph.failures, graph.discovered)
+            value = graph.root.value if error is None else None
             # The call and its waiters refer to each other: drop the graph now,
             # so the placeholders it kept (the user's futures among them) go
             # with the user's last reference, not with the next GC.
@@ -219,8 +237,9 @@ class Call:
         return Outcome(value, error)
 
     @property
-    def return_exceptions(self) -> bool:
-        return self.graph.return_exceptions
+    def places_failures(self) -> bool:
+        """May a failure leave the call running (``errors`` or an allow_failure)?"""
+        return self.graph.errors is not RAISE or self.graph.allowing
 
     @property
     def running_loop(self) -> asyncio.AbstractEventLoop:
@@ -294,12 +313,12 @@ class Call:
             if not self.batching and not self.ended:
                 self.guard(self.start)()
 
-    def fail(self, node: Node, exc: BaseException) -> None:
+    def fail(self, node: Node, exc: BaseException, noted: bool = False) -> None:
         """A placeholder raised ``exc`` (the engines' callback)."""
         if self.ended:
             return
         try:
-            error = self.graph.fail(node, exc)
+            error = self.graph.fail(node, exc, noted)
             if error is not None:
                 self.end(error)
             elif self.graph.finished:
@@ -348,6 +367,7 @@ class Call:
         loop = self.loop
         assert loop is not None
         targets: dict[Node, list[Node]] = {}  # the relay's nodes -> ours
+        tainted: set[Node] = set()  # ours whose values hold failures kept
 
         def done(relayed: Node, value: Any) -> None:  # on the relay's loop
             mine = targets.get(relayed)
@@ -355,8 +375,22 @@ class Call:
                 with contextlib.suppress(RuntimeError):  # our loop is closed: we ended
                     loop.call_soon_threadsafe(self.guard(self._relayed), mine, value)
 
-        call = Call(client, None, self.graph.return_exceptions, on_done=done)
-        batch = _Batch([node.obj for node in nodes], [where(node) for node in nodes])
+        def failed(relayed: Node, exc: BaseException | None) -> None:  # errors="group"
+            mine = targets.get(relayed, [])
+            if exc is None:  # its value holds failures: it comes with the outcome
+                tainted.update(mine)
+                return
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.guard(self._relay_failed), mine, exc)
+
+        call = Call(client, None, self.graph.errors, on_done=done, on_failed=failed)
+        call.raises_group = False
+        # The relay names places in our terms, and excuses what we excuse.
+        items = [
+            allow_failure(node.obj) if self.graph.allowing and excused(node) else node.obj
+            for node in nodes
+        ]
+        batch = _Batch(items, [where(node) for node in nodes])
         out = open_call(call, batch)
         if out is not call.graph.root:
             values = batch.items if out is SAME else out
@@ -369,11 +403,20 @@ class Call:
                 return
             values = outcome.value
         for node, value in zip(nodes, values):
+            if node in tainted:
+                self.graph.tainted.add(id(value))
             self.complete(node, value)  # any not filled by now (a node is filled once)
 
     def _relayed(self, nodes: list[Node], value: Any) -> None:
         for node in nodes:
             self.complete(node, value)
+
+    def _relay_failed(self, nodes: list[Node], exc: BaseException) -> None:
+        """A relay call kept a failure (noted in our terms) at ``nodes`` or inside."""
+        if not nodes:
+            self.graph.failures.append(exc)
+        for node in nodes:
+            self.fail(node, exc, noted=True)
 
     def _timeout_message(self) -> str:
         msg = f"{self.name} did not finish within {self.timeout} s"
@@ -429,13 +472,33 @@ def open_call(call: Call, obj: Any) -> Any:
     if out is call.graph.root:
         call.check_client()
     else:
-        # Settled by the walk (an opaque unwrapped, finished concurrent
+        # Settled by the walk (a quote unwrapped, finished concurrent
         # futures): the call never runs, so run()'s end never clears its
         # graph, and the call and its engines refer to each other -- the
-        # graph would keep the input's parts (futures in an opaque among
+        # graph would keep the input's parts (futures in a quote among
         # them) until the garbage collector ran (issue 17).
         call.graph.clear()
     return out
+
+
+def error_policy(errors: Any, return_exceptions: Any) -> Errors:
+    """The policy ``errors=`` and ``return_exceptions=`` ask for (checked).
+
+    ``return_exceptions=True`` is ``errors="return"``, as it always was.
+    """
+    try:
+        policy = Errors(errors)
+    except (ValueError, TypeError):
+        raise ValueError(f"`errors` must be 'raise', 'return' or 'group', got {errors!r}") from None
+    if not isinstance(return_exceptions, bool):
+        raise TypeError(f"`return_exceptions` must be True or False, got {return_exceptions!r}")
+    if return_exceptions:
+        if policy is GROUP:
+            raise ValueError(
+                "`return_exceptions=True` is `errors='return'`; it cannot go with `errors='group'`"
+            )
+        return Errors.RETURN
+    return policy
 
 
 def check_arguments(client: Any, timeout: Any) -> None:
@@ -452,15 +515,16 @@ def check_arguments(client: Any, timeout: Any) -> None:
 
 
 # The overloads say what a type checker can know: the value of a future's
-# result type, and of an opaque's contents. Anything else -- containers,
+# result type, and of a quote's contents. Anything else -- containers,
 # dask collections -- resolves to values whose types the checker cannot
 # follow (a future's result may itself hold futures), hence Any. Issue 18.
 @overload
 def unwrap(
-    obj: opaque[T],
+    obj: quote[T],
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
+    errors: ErrorPolicy = ...,
     return_exceptions: bool = ...,
     progress: Progress = ...,
 ) -> T: ...
@@ -470,6 +534,7 @@ def unwrap(
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
+    errors: Literal["raise", "group"] = ...,
     return_exceptions: Literal[False] = ...,
     progress: Progress = ...,
 ) -> T: ...
@@ -479,7 +544,8 @@ def unwrap(
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
-    return_exceptions: bool,
+    errors: ErrorPolicy = ...,
+    return_exceptions: bool = ...,
     progress: Progress = ...,
 ) -> T | BaseException: ...
 @overload
@@ -488,6 +554,7 @@ def unwrap(
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
+    errors: ErrorPolicy = ...,
     return_exceptions: bool = ...,
     progress: Progress = ...,
 ) -> Any: ...
@@ -496,6 +563,7 @@ def unwrap(
     *,
     client: Any = None,  # checked at run time, for untyped callers
     timeout: float | None = None,
+    errors: ErrorPolicy = "raise",
     return_exceptions: bool = False,
     progress: Progress = False,
 ) -> Any:
@@ -521,9 +589,18 @@ def unwrap(
     timeout : float, optional
         Seconds for the whole call; ``TimeoutError`` when they pass. Nothing of
         the user's is cancelled on timeout.
+    errors : {"raise", "return", "group"}, default "raise"
+        What a failed placeholder does. ``"raise"``: its exception ends the
+        call (the rest is cancelled, nothing of yours). ``"return"``: the
+        exception takes the placeholder's place. ``"group"``: everything
+        that can be resolved is, then an ``ExceptionGroup`` of every failure
+        is raised, each with its note naming its place (failures of
+        ``BaseException`` kind make it a ``BaseExceptionGroup``). A timeout,
+        or an error of the walk itself, ends the call at once whatever the
+        policy. Inside an :func:`unnest.allow_failure`, failures take their
+        place whatever the policy.
     return_exceptions : bool, default False
-        Put the exception of a failed placeholder in its place instead of
-        raising it.
+        ``True`` is ``errors="return"``.
     progress : bool or callable, default False
         ``True``: a ``tqdm.auto`` bar (a widget in a notebook) of the
         placeholders resolved out of those discovered so far -- the total
@@ -540,7 +617,7 @@ def unwrap(
         ``obj`` with every placeholder replaced by its fully resolved value.
         To a type checker: ``T`` for a ``Future[T]`` (distributed's or
         ``concurrent.futures``'), ``T | BaseException`` with
-        ``return_exceptions=True``; the ``T`` of an ``opaque[T]``; ``Any``
+        ``errors="return"``; the ``T`` of a ``quote[T]``; ``Any``
         for anything else. A ``T`` that holds placeholders itself (the
         result of a task that returns futures) is seen unresolved: use
         ``typing.cast`` there.
@@ -550,6 +627,8 @@ def unwrap(
     Exception
         The exception of a failed placeholder, with a note naming where it
         sat (``obj['a'][2]``); ``FutureCancelledError`` for a cancelled future.
+    ExceptionGroup
+        Under ``errors="group"``: every failure, each with its note.
     ForgottenFutureError
         A future's key is gone from the scheduler (a task returned futures
         without handing them off).
@@ -576,6 +655,18 @@ def unwrap(
     >>> unwrap(plain) is plain
     True
 
+    Every failure at once, each naming its place:
+
+    >>> @dask.delayed
+    ... def parse(text):
+    ...     return int(text)
+    >>> try:
+    ...     unwrap({"a": parse("1"), "b": [parse("x"), parse("y")]}, errors="group")
+    ... except ExceptionGroup as group:
+    ...     places = [error.__notes__[0].rpartition(" at ")[2] for error in group.exceptions]
+    ...     print(group, sorted(places))
+    unwrap: 2 of 3 placeholders failed (2 sub-exceptions) ["obj['b'][0]", "obj['b'][1]"]
+
     With a cluster, futures whose results hold more futures resolve fully. The
     task asks for its worker's client (a task must not capture yours) and
     hands off the futures it returns:
@@ -590,9 +681,10 @@ def unwrap(
     {'x': [1, 2, 4]}
     """
     report = prologue(client, timeout, progress)
+    policy = error_policy(errors, return_exceptions)
     if client is not None and in_loop_thread(client.loop.asyncio_loop):
         raise loop_thread_error(client)
-    call = Call(client, timeout, return_exceptions)
+    call = Call(client, timeout, policy)
     out = open_call(call, obj)
     if out is not call.graph.root:
         if report is not None:
@@ -611,10 +703,11 @@ def unwrap(
 
 @overload
 async def unwrap_async(
-    obj: opaque[T],
+    obj: quote[T],
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
+    errors: ErrorPolicy = ...,
     return_exceptions: bool = ...,
     progress: Progress = ...,
 ) -> T: ...
@@ -624,6 +717,7 @@ async def unwrap_async(
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
+    errors: Literal["raise", "group"] = ...,
     return_exceptions: Literal[False] = ...,
     progress: Progress = ...,
 ) -> T: ...
@@ -633,7 +727,8 @@ async def unwrap_async(
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
-    return_exceptions: bool,
+    errors: ErrorPolicy = ...,
+    return_exceptions: bool = ...,
     progress: Progress = ...,
 ) -> T | BaseException: ...
 @overload
@@ -642,6 +737,7 @@ async def unwrap_async(
     *,
     client: Client | None = ...,
     timeout: float | None = ...,
+    errors: ErrorPolicy = ...,
     return_exceptions: bool = ...,
     progress: Progress = ...,
 ) -> Any: ...
@@ -650,6 +746,7 @@ async def unwrap_async(
     *,
     client: Any = None,  # checked at run time, for untyped callers
     timeout: float | None = None,
+    errors: ErrorPolicy = "raise",
     return_exceptions: bool = False,
     progress: Progress = False,
 ) -> Any:
@@ -667,8 +764,10 @@ async def unwrap_async(
         As for :func:`unwrap`.
     timeout : float, optional
         Seconds for the whole call.
+    errors : {"raise", "return", "group"}, default "raise"
+        As for :func:`unwrap`.
     return_exceptions : bool, default False
-        Put exceptions in place instead of raising.
+        ``True`` is ``errors="return"``.
     progress : bool or callable, default False
         As for :func:`unwrap`, except for the thread: a callable is called
         from a thread that the call starts for it (``unnest-progress``),
@@ -693,7 +792,7 @@ async def unwrap_async(
     {'n': [1024]}
     """
     report = prologue(client, timeout, progress)
-    call = Call(client, timeout, return_exceptions)
+    call = Call(client, timeout, error_policy(errors, return_exceptions))
     out = open_call(call, obj)
     if out is not call.graph.root:
         if report is not None:

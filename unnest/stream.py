@@ -5,12 +5,16 @@ Design
 One engine: a stream runs the :class:`unnest.resolve.Call` that ``unwrap``
 runs, and its graph tells the stream (``Graph.on_done``, on the call's loop)
 each time a placeholder node is done -- filled with its fully resolved value,
-or with its exception under ``return_exceptions``. The nodes of the
-placeholders found in the *input* are watched: the hook puts ``(place,
-value)`` on a queue that the iterator reads in the consumer's thread
-(:func:`as_resolved`) or loop (:func:`as_resolved_async`), and the call's
-outcome follows the last of them on the same queue. The order is
-the order in which the engine filled the nodes: completion order.
+or with its exception where a failure takes its place (``errors="return"``,
+inside an ``allow_failure``). The nodes of the placeholders found in the
+*input* are watched: the hook puts ``(place, value)`` on a queue that the
+iterator reads in the consumer's thread (:func:`as_resolved`) or loop
+(:func:`as_resolved_async`), and the call's outcome follows the last of them
+on the same queue. The order is the order in which the engine filled the
+nodes: completion order; with ``ordered=True``, the feed holds a done pair
+back until every watched node before it in the walk's order is done (a
+failure kept for ``errors="group"`` counts as done, and is not yielded: the
+group is the call's outcome).
 
 Paths are read off the input's nodes once, before the call starts, in the
 consumer's thread (:mod:`unnest._paths`). A placeholder met at several
@@ -45,7 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from unnest._exceptions import loop_thread_error
-from unnest._graph import Node
+from unnest._graph import Errors, Node
 from unnest._paths import Path, Place, paths, places
 from unnest._progress import Progress, Reporter, Ticker, in_loop
 from unnest._runtime import (
@@ -56,7 +60,7 @@ from unnest._runtime import (
     seceded,
     submit,
 )
-from unnest.resolve import Call, open_call, prologue
+from unnest.resolve import Call, ErrorPolicy, error_policy, open_call, prologue
 from unnest.traverse import Key
 
 if TYPE_CHECKING:  # only: importing unnest imports no distributed
@@ -102,19 +106,48 @@ def _is_end(item: Any) -> bool:
 class _Feed:
     """What the call's loop holds of a stream: the watched nodes, the queue's ``put``."""
 
-    __slots__ = ("put", "watched")
+    __slots__ = ("next", "order", "put", "ready", "watched")
 
-    def __init__(self) -> None:
+    def __init__(self, ordered: bool) -> None:
         # Both set before the call runs: the watched nodes once the input is
         # walked, ``put`` once the iterator has its queue.
         self.watched: dict[Node, Place] = {}
         self.put: Callable[[Any], None] = _unset
+        # ordered=True: each watched node's rank in the walk's order, the
+        # pairs done ahead of their turn (None: nothing to yield), the next
+        # rank to hand on.
+        self.order: dict[Node, int] | None = {} if ordered else None
+        self.ready: dict[int, Any] = {}
+        self.next = 0
+
+    def watch(self, watched: dict[Node, Place]) -> None:
+        self.watched = watched
+        if self.order is not None:
+            self.order = {node: rank for rank, node in enumerate(watched)}
 
     def done(self, node: Node, value: Any) -> None:
         """``Graph.on_done``: a placeholder node is done; pass on the watched ones."""
         place = self.watched.get(node)
         if place is not None:
-            self.put((place, value))
+            if self.order is None:
+                self.put((place, value))
+            else:
+                self._in_turn(node, (place, value))
+
+    def failed(self, node: Node, exc: BaseException | None) -> None:
+        """``Graph.on_failed``: a failure kept for the group; nothing to yield."""
+        if self.order is not None and node in self.watched:
+            self._in_turn(node, None)
+
+    def _in_turn(self, node: Node, item: Any) -> None:
+        assert self.order is not None
+        ready = self.ready
+        ready[self.order[node]] = item
+        while self.next in ready:
+            item = ready.pop(self.next)
+            self.next += 1
+            if item is not None:
+                self.put(item)
 
 
 def _unset(item: Any) -> None:  # pragma: no cover  (a bug of ours if called)
@@ -125,6 +158,7 @@ async def _drive(call: Call, feed: _Feed) -> None:
     """Run the call; its outcome goes on the queue last."""
     outcome = await call.run()
     feed.watched = {}
+    feed.ready.clear()
     outcome.value = None  # the rebuilt structure: the stream hands on its parts only
     feed.put(outcome)
 
@@ -154,11 +188,12 @@ class _Stream:
         obj: Any,
         client: Any,
         timeout: float | None,
-        return_exceptions: bool,
+        errors: Errors,
+        ordered: bool,
         progress: Progress,
     ):
         self._report: Reporter | None = prologue(client, timeout, progress)
-        self._args: tuple[Any, ...] | None = (obj, client, timeout, return_exceptions)
+        self._args: tuple[Any, ...] | None = (obj, client, timeout, errors, ordered)
         self._call: Call | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._finished: concurrent.futures.Future[None] | None = None
@@ -169,16 +204,16 @@ class _Stream:
     def _begin(self) -> tuple[Call, _Feed] | None:
         """Walk the input: the call and its feed, or None if nothing waits."""
         assert self._args is not None
-        obj, client, timeout, return_exceptions = self._args
+        obj, client, timeout, errors, ordered = self._args
         self._args = None
         self._state = ENDED  # unless the call starts
-        feed = _Feed()
-        call = _StreamCall(client, timeout, return_exceptions, on_done=feed.done)
+        feed = _Feed(ordered)
+        call = _StreamCall(client, timeout, errors, on_done=feed.done, on_failed=feed.failed)
         if self._report is not None:
             self._report.graph = call.graph
         if open_call(call, obj) is not call.graph.root:
             return None
-        feed.watched = places(call.graph.new)
+        feed.watch(places(call.graph.new))
         return call, feed
 
     def _again(self) -> tuple[Path, Any] | None:
@@ -439,6 +474,12 @@ class AsResolvedAsync(_Stream):
                 self._ticker.close()  # its last report follows in its own thread
 
 
+def _checked_order(ordered: Any) -> bool:
+    if not isinstance(ordered, bool):
+        raise TypeError(f"`ordered` must be True or False, got {ordered!r}")
+    return ordered
+
+
 def _loop_error(client: Any) -> RuntimeError:
     return loop_thread_error(
         client, "as_resolved", "async for ... in unnest.as_resolved_async(...)"
@@ -454,7 +495,9 @@ def as_resolved(
     *,
     client: Client | None = None,
     timeout: float | None = None,
+    errors: ErrorPolicy = "raise",
     return_exceptions: bool = False,
+    ordered: bool = False,
     progress: Progress = False,
 ) -> AsResolved:
     """Yield ``(path, value)`` for each placeholder in ``obj``, as each resolves.
@@ -553,7 +596,8 @@ def as_resolved(
     ...     print(path, value)
     ('a',) {'xs': [1, 2, 4]}
     """
-    return AsResolved(obj, client, timeout, return_exceptions, progress)
+    policy = error_policy(errors, return_exceptions)
+    return AsResolved(obj, client, timeout, policy, _checked_order(ordered), progress)
 
 
 def as_resolved_async(
@@ -561,7 +605,9 @@ def as_resolved_async(
     *,
     client: Client | None = None,
     timeout: float | None = None,
+    errors: ErrorPolicy = "raise",
     return_exceptions: bool = False,
+    ordered: bool = False,
     progress: Progress = False,
 ) -> AsResolvedAsync:
     """:func:`as_resolved` for coroutines: ``async for path, value in ...``.
@@ -608,4 +654,5 @@ def as_resolved_async(
     ...     asyncio.run(main(pool))
     [(('n',), [1024])]
     """
-    return AsResolvedAsync(obj, client, timeout, return_exceptions, progress)
+    policy = error_policy(errors, return_exceptions)
+    return AsResolvedAsync(obj, client, timeout, policy, _checked_order(ordered), progress)

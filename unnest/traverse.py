@@ -40,7 +40,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 from unnest._instances import copy_instance
 
-__all__ = ["Key", "opaque", "register_container"]
+__all__ = ["Key", "allow_failure", "quote", "register_container"]
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ class Kind(enum.Enum):
     FUTURE = "future"  # distributed.Future
     CFUTURE = "concurrent"  # concurrent.futures.Future
     COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
-    OPAQUE = "opaque"  # unnest.opaque: replaced by what it wraps, never entered
+    OPAQUE = "quote"  # unnest.quote: replaced by what it wraps, never entered
     ROOT = "root"  # no element's: the kind of the root node of a call's graph
 
 
@@ -132,16 +132,21 @@ _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _MISSING = object()
 
 
-class opaque(Generic[T]):
+class quote(Generic[T]):
     """A value that :func:`unnest.unwrap` hands on as it is, without looking inside.
 
     ``unwrap`` (and the functions wrapped by :func:`unnest.resolving` and
-    :func:`unnest.resolves_nested`) replace an ``opaque`` with the very object
+    :func:`unnest.resolves_nested`) replace a ``quote`` with the very object
     it wraps; placeholders inside are left as they are. This is how a
     structure carries futures on purpose: to hand them on, or to wait on them
     your own way. :func:`unnest.hand_off` still holds the futures inside, so
     they outlive the task that returns them. (Futures that reach a task
     inside any object arrive there unbound: ``unwrap`` them in the task.)
+
+    Prefect's ``quote`` does the same. ``unnest.opaque``, its former name
+    here, is a deprecated alias (a ``DeprecationWarning``); it goes in the
+    next release. (Prefect 3's own ``opaque`` means something else: resolve
+    the top level, do not walk inside.)
 
     Parameters
     ----------
@@ -156,12 +161,12 @@ class opaque(Generic[T]):
     ... def inc(x):
     ...     return x + 1
     >>> pending = [inc(1), inc(2)]
-    >>> unnest.unwrap({"values": pending, "as_is": unnest.opaque(pending)})["values"]
+    >>> unnest.unwrap({"values": pending, "as_is": unnest.quote(pending)})["values"]
     [2, 3]
-    >>> unnest.unwrap({"values": pending, "as_is": unnest.opaque(pending)})["as_is"] is pending
+    >>> unnest.unwrap({"values": pending, "as_is": unnest.quote(pending)})["as_is"] is pending
     True
-    >>> unnest.opaque([1, 2])
-    opaque([1, 2])
+    >>> unnest.quote([1, 2])
+    quote([1, 2])
     """
 
     __slots__ = ("obj",)
@@ -172,7 +177,60 @@ class opaque(Generic[T]):
         self.obj = obj
 
     def __repr__(self) -> str:
-        return f"opaque({self.obj!r})"
+        return f"{type(self).__name__}({self.obj!r})"
+
+    def __eq__(self, other: object) -> Any:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.obj is other.obj or self.obj == other.obj
+
+    def __hash__(self) -> int:
+        return hash(self.obj)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.obj,)
+
+
+class allow_failure(Generic[T]):
+    """A branch whose failures take their place instead of ending the call.
+
+    Inside ``obj``, to any depth -- placeholders in it and those that turn
+    up in their values -- the exception of a placeholder that fails is put
+    in its place, as ``errors="return"`` does for the whole call. Outside
+    it, the call's own ``errors`` policy holds. The wrapper itself is
+    replaced by ``obj``'s resolved value, and is no step of the paths that
+    :func:`unnest.as_resolved` yields. A placeholder that sits both inside
+    and outside an ``allow_failure`` follows the call's policy. Works in
+    :func:`unnest.unwrap`, :func:`unnest.unwrap_async`,
+    :func:`unnest.as_resolved`, :func:`unnest.as_resolved_async` and in the
+    inputs of :func:`unnest.resolving` and :func:`unnest.resolves_nested`
+    functions. Prefect's ``allow_failure``, for any branch of a structure.
+
+    Parameters
+    ----------
+    obj : object
+        Any structure.
+
+    Examples
+    --------
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> import unnest
+    >>> with ThreadPoolExecutor() as pool:
+    ...     good = pool.submit(pow, 2, 10)
+    ...     bad = pool.submit(int, "x")
+    ...     unnest.unwrap({"good": good, "maybe": unnest.allow_failure([bad, 1])})
+    {'good': 1024, 'maybe': [ValueError("invalid literal for int() with base 10: 'x'"), 1]}
+    """
+
+    __slots__ = ("obj",)
+
+    obj: T
+
+    def __init__(self, obj: T) -> None:
+        self.obj = obj
+
+    def __repr__(self) -> str:
+        return f"allow_failure({self.obj!r})"
 
     def __eq__(self, other: object) -> Any:
         if type(other) is not type(self):
@@ -346,7 +404,7 @@ def kind_of(tp: type) -> Any:
 def _classify(tp: type) -> Any:
     if _lazy:
         _load_lazy()
-    if issubclass(tp, opaque):
+    if issubclass(tp, quote):
         return OPAQUE
     mro = tp.__mro__
     if _user:
@@ -571,11 +629,28 @@ register_builtin(frozenset, Container(_flatten_set, _set_label, _set_keys))
 register_builtin(collections.deque, Container(_flatten_deque, _index_label))
 
 
+def _allowed_flatten(obj: allow_failure[Any]) -> tuple[Sequence[Any], Callable[[list[Any]], Any]]:
+    return (obj.obj,), _first
+
+
+def _first(values: list[Any]) -> Any:
+    return values[0]
+
+
+# A path element that is no step: the place of the container itself.
+HERE = object()
+# allow_failure: a container of one child, replaced by the child's value (the
+# walk opens it even when it holds leaves only, unnest._graph), named by no
+# step in places and paths: the failures under it take their place.
+ALLOWED = Container(_allowed_flatten, lambda obj, i: "", lambda obj: (HERE,))
+register_builtin(allow_failure, ALLOWED)
+
+
 def placeholders(obj: Any, kinds: tuple[Any, ...]) -> list[Any]:
     """Every element of ``obj`` whose kind is in ``kinds``, without resolving.
 
     The same registry and classification as the resolver's walk; placeholders
-    are not looked into, :class:`opaque` wrappers are (``hand_off`` must hold
+    are not looked into, :class:`quote` wrappers are (``hand_off`` must hold
     the futures a task passes on in them). Each container is visited once
     (shared or cyclic references are fine).
     """
