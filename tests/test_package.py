@@ -1,8 +1,12 @@
-"""The package as users and CI see it: public names, metadata, lint, types."""
+"""The package as users and CI see it: public names, metadata, lint, types, what ships."""
 
 import pickle
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -128,3 +132,76 @@ def test_no_private_name_is_imported_from_another_module():
                     if alias.name.startswith("_") and not is_module:
                         found.append(f"{path.name}:{node.lineno}: {node.module}.{alias.name}")
     assert found == []
+
+
+# -- What ships: the sdist and the wheel ---------------------------------------
+
+# Folders and files of the checkout that are not part of the source.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".nox", ".hypothesis", ".benchmarks", "*_cache", "__pycache__", "*.egg-info",
+    "build", "dist", "_build", "_notebooks", "dask-scratch-space", ".ipynb_checkpoints",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory):
+    """The sdist and, built from it, the wheel (``python -m build``, as a release is)."""
+    tmp = tmp_path_factory.mktemp("dist")
+    # From a copy: a build writes egg-info and build/ into its source tree.
+    source = tmp / "source"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(tmp / "out"), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (sdist,) = (tmp / "out").glob("*.tar.gz")
+    (wheel,) = (tmp / "out").glob("*.whl")
+    return source, sdist, wheel
+
+
+def _sdist_names(sdist):
+    with tarfile.open(sdist) as tar:
+        # unnest-0.1.0/tests/conftest.py -> tests/conftest.py
+        return {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+
+
+@pytest.mark.timeout(300)
+def test_license_is_in_the_repository_the_wheel_and_the_sdist(dists):
+    _source, sdist, wheel = dists
+    assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
+    assert "LICENSE" in _sdist_names(sdist)
+    with zipfile.ZipFile(wheel) as whl:
+        licenses = [n for n in whl.namelist() if ".dist-info/" in n and n.endswith("LICENSE")]
+        assert len(licenses) == 1
+        assert whl.read(licenses[0]) == (ROOT / "LICENSE").read_bytes()
+        metadata = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        assert "BSD-3-Clause" in whl.read(metadata).decode()
+
+
+@pytest.mark.timeout(300)
+def test_sdist_carries_what_its_tests_need(dists):
+    source, sdist, _wheel = dists
+    names = _sdist_names(sdist)
+    # Everything of these kinds in the source, whatever its name: a new test
+    # helper or docs page cannot be left out.
+    wanted = {
+        str(path.relative_to(source))
+        for pattern in [
+            "unnest/*.py",
+            "unnest/py.typed",
+            "tests/*.py",
+            "benchmarks/*.py",
+            "notebooks/*.ipynb",
+            "docs/*.rst",
+            "docs/conf.py",
+            "docs/_static/*",
+            "docs/_inventories/*",
+        ]
+        for path in source.glob(pattern)
+    }
+    wanted |= {"LICENSE", "README.rst", "setup.cfg", "setup.py", "pyproject.toml", "noxfile.py"}
+    assert {"tests/conftest.py", "tests/helpers.py", "tests/strategies.py"} <= wanted
+    assert sorted(wanted - names) == []
+    junk = [n for n in names if re.search(r"__pycache__|\.pyc$|docs/_build/|docs/_notebooks/", n)]
+    assert junk == []
