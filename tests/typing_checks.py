@@ -38,7 +38,13 @@ def check_unwrap(client: Client, future: Future[int], cf: concurrent.futures.Fut
     assert_type(unnest.unwrap(future, return_exceptions=False), int)
     assert_type(unnest.unwrap(future, return_exceptions=True), int | BaseException)
     assert_type(unnest.unwrap(cf, return_exceptions=True), str | BaseException)
-    # An opaque gives back what it wraps, placeholders and all.
+    # So with errors="return"; "raise" and "group" give the value or raise.
+    assert_type(unnest.unwrap(future, errors="return"), int | BaseException)
+    assert_type(unnest.unwrap(future, errors="group"), int)
+    assert_type(unnest.unwrap(future, errors="raise"), int)
+    assert_type(unnest.unwrap(unnest.allow_failure([future])), Any)
+    unnest.unwrap(future, errors="ignore")  # type: ignore[call-overload]
+    # A quote gives back what it wraps, placeholders and all.
     assert_type(unnest.unwrap(unnest.quote([future])), list[Future[int]])
     # Containers and collections: values the checker cannot follow.
     assert_type(unnest.unwrap({"a": future}), Any)
@@ -54,6 +60,8 @@ async def check_unwrap_async(future: Future[int], cf: concurrent.futures.Future[
     assert_type(await unnest.unwrap_async(future), int)
     assert_type(await unnest.unwrap_async(cf), str)
     assert_type(await unnest.unwrap_async(future, return_exceptions=True), int | BaseException)
+    assert_type(await unnest.unwrap_async(future, errors="return"), int | BaseException)
+    assert_type(await unnest.unwrap_async(future, errors="group"), int)
     assert_type(await unnest.unwrap_async(unnest.quote(future)), Future[int])
     assert_type(await unnest.unwrap_async({"a": [future]}), Any)
     await unnest.unwrap_async(future, client="tcp://127.0.0.1:8786")  # type: ignore[call-overload]
@@ -66,6 +74,9 @@ def check_as_resolved(client: Client, future: Future[int]) -> None:
     with unnest.as_resolved([future]) as stream:
         assert_type(next(stream), tuple[tuple[Any, ...], Any])
     unnest.as_resolved([future], client="tcp://127.0.0.1:8786")  # type: ignore[arg-type]
+    unnest.as_resolved([future], errors="group", ordered=True)
+    unnest.as_resolved([future], errors="all")  # type: ignore[arg-type]
+    unnest.as_resolved_async([future], ordered=1.5)  # type: ignore[arg-type]
 
 
 async def check_as_resolved_async(future: Future[int]) -> None:
@@ -160,5 +171,6 @@ def check_register_container() -> None:
     unnest.register_container(Box, 42)  # type: ignore[call-overload]
 
 
-def check_opaque() -> None:
+def check_quote() -> None:
     assert_type(unnest.quote([1]).obj, list[int])
+    assert_type(unnest.allow_failure([1]).obj, list[int])
