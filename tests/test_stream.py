@@ -15,7 +15,7 @@ import dask
 import pydantic
 import pytest
 from distributed import Client, Event, Future, LocalCluster, get_client, secede
-from helpers import fail, inc, wait_forgotten, watch_forgotten
+from helpers import fail, in_thread, inc, wait_forgotten, watch_forgotten
 
 import unnest
 import unnest._runtime
@@ -562,6 +562,36 @@ def test_close_from_another_thread_ends_a_waiting_next_with_stop_iteration(mp_cl
         release(mp_client, f"{tag}-mine")
         consumer.shutdown()
     assert mine.result(timeout=10) == "mine"
+
+
+class Gate:
+    """A container whose walk waits for ``go``: a first next() held in its walk."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+
+@unnest.register_container(Gate)
+def _flatten_gate(gate):
+    gate.entered.set()
+    assert gate.go.wait(30)
+    return [gate.inner], lambda values: Gate(values[0])
+
+
+def test_close_while_the_first_next_starts_the_call_in_another_thread():
+    # close() came while next() was still walking the input, before the call
+    # ran: the call started anyway, and that next() waited for it for ever.
+    pending = concurrent.futures.Future()
+    gate = Gate([pending])
+    stream = unnest.as_resolved(gate)
+    outcome = in_thread(lambda: next(stream, "exhausted"))
+    assert gate.entered.wait(30)
+    stream.close()
+    gate.go.set()
+    assert outcome.result(timeout=30) == "exhausted"
+    assert not pending.cancelled()
 
 
 def test_aclose_from_another_task_ends_a_waiting_anext_with_stop_async_iteration(mp_cluster):

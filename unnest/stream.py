@@ -267,6 +267,8 @@ class _Stream:
 class AsResolved(_Stream):
     """The iterator :func:`as_resolved` returns; also a context manager."""
 
+    _closing = False  # close() was called (from any thread)
+
     def __iter__(self) -> AsResolved:
         return self
 
@@ -310,6 +312,10 @@ class AsResolved(_Stream):
         self._call, self._loop = call, loop
         _, self._finished = submit(_drive(call, feed), loop)
         self._state = RUNNING
+        if self._closing:
+            # close() came from another thread while this start walked the
+            # input: it saw no call to end, so this start ends it.
+            self._close(final=True)
 
     def _get(self) -> Any:
         """The next item off the queue, waiting (seceded) if there is none yet."""
@@ -342,6 +348,7 @@ class AsResolved(_Stream):
         user's own futures are not cancelled. Called when the iterator is
         collected and on leaving a ``with`` block.
         """
+        self._closing = True  # seen by a first next() starting meanwhile
         self._close(final=True)
 
     def _close(self, final: bool) -> None:
