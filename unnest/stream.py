@@ -553,9 +553,21 @@ def as_resolved(
     timeout : float, optional
         Seconds for the whole iteration; ``TimeoutError`` is raised by the
         ``next()`` at which they pass, after the pairs that were ready.
+    errors : {"raise", "return", "group"}, default "raise"
+        ``"raise"``: a failure is raised by the ``next()`` at which it
+        happens, and ends the iteration. ``"return"``: the exception is
+        yielded as the placeholder's value. ``"group"``: the pairs whose
+        values hold no failure are yielded, then the ``ExceptionGroup`` of
+        every failure is raised (see :func:`unnest.unwrap`).
     return_exceptions : bool, default False
-        Yield the exception of a failed placeholder as its value instead of
-        raising it.
+        ``True`` is ``errors="return"``.
+    ordered : bool, default False
+        Yield the pairs in the order of the placeholders in ``obj`` (the
+        order in which ``unwrap`` walks it), each as soon as it and every
+        placeholder before it are done, instead of in completion order. A
+        placeholder at several places comes at the turn of its first place,
+        with each of its paths. Under ``errors="group"`` a failure takes its
+        turn and yields nothing.
     progress : bool or callable, default False
         As for :func:`unnest.unwrap`: a bar, or ``progress(resolved,
         discovered)`` called in the thread that iterates, while it waits in
@@ -575,6 +587,8 @@ def as_resolved(
         placeholder, with the same note naming its place as ``unwrap``
         gives (``obj['a'][2]``), after the pairs that were ready before it;
         the iteration is over after it.
+    ExceptionGroup
+        Under ``errors="group"``, after the good pairs: every failure.
     TimeoutError, ForgottenFutureError, ValueError, RuntimeError, ImportError
         As for :func:`unnest.unwrap`.
 
@@ -635,8 +649,12 @@ def as_resolved_async(
         As for :func:`unnest.unwrap`.
     timeout : float, optional
         Seconds for the whole iteration.
+    errors : {"raise", "return", "group"}, default "raise"
+        As for :func:`as_resolved`.
     return_exceptions : bool, default False
-        Yield exceptions as values instead of raising them.
+        ``True`` is ``errors="return"``.
+    ordered : bool, default False
+        As for :func:`as_resolved`.
     progress : bool or callable, default False
         As for :func:`unnest.unwrap_async`: a callable is called from a
         thread the iteration starts for it (``unnest-progress``), never from
