@@ -80,6 +80,52 @@ def test_docs_block_runs_as_a_script(code, tmp_path):
     run_as_script(code, tmp_path)
 
 
+# Runs the docstring examples of every public name with the skips lifted: the
+# lines marked `# doctest: +SKIP` need a cluster, and get one here (each
+# docstring's own `Client()`, a multi-process LocalCluster). An example that
+# needs a library that is not installed (an optional engine) is left out.
+CLUSTER_DOCTESTS = """
+import doctest
+
+import distributed
+
+import unnest
+
+
+class Runner(doctest.DocTestRunner):
+    missing = []
+
+    def report_unexpected_exception(self, out, test, example, exc_info):
+        if issubclass(exc_info[0], ModuleNotFoundError):
+            self.missing.append(f"{test.name}: {exc_info[1]}")
+            self.failures -= 1  # undone: run() counts it as a failure
+            return
+        super().report_unexpected_exception(out, test, example, exc_info)
+
+
+if __name__ == "__main__":
+    runner = Runner(optionflags=doctest.ELLIPSIS)
+    for name in unnest.__all__:
+        # __main__: functions defined in an example pickle by value, as in a script.
+        for test in doctest.DocTestFinder(recurse=False).find(
+            getattr(unnest, name), name, globs={"__name__": "__main__"}
+        ):
+            for example in test.examples:
+                example.options.pop(doctest.SKIP, None)
+            runner.run(test)
+    for client in list(distributed.Client._instances):
+        client.close()
+    print("left out:", runner.missing)
+    print(runner.summarize(verbose=False))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_docstring_examples_run_on_a_cluster(tmp_path):
+    out = run_as_script(CLUSTER_DOCTESTS, tmp_path)
+    assert "failed=0," in out, out
+
+
 def test_the_problem_in_one_screen_is_the_problem(tmp_path):
     # The README's first block shows plain dask going wrong and unnest right.
     out = run_as_script(python_blocks(ROOT / "README.rst")[0][1], tmp_path)
