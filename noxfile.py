@@ -71,6 +71,26 @@ def tests_public(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *tests, *session.posargs, env={"UNNEST_PUBLIC_ONLY": "1"})
 
 
+# The workflow engines unnest resolves the futures of (issue 20): installed in
+# this session only, not in the `test` extra -- ray alone is a 60 MB wheel and
+# prefect brings a server and ~100 packages, too much for every test run.
+ENGINES = ["ray", "prefect>=3", "prefect-dask", "parsl"]
+
+
+@nox.session(name="tests-engines")
+def tests_engines(session: nox.Session) -> None:
+    """Ray, Prefect (thread pool and DaskTaskRunner) and Parsl futures, for real.
+
+    ``UNNEST_REQUIRE_ENGINES=1`` turns the tests' skips for a missing engine
+    into failures: here they must all run.
+    """
+    session.install("-e", ".[test]", *ENGINES)
+    tests = ["tests/test_engines.py", "tests/test_placeholders.py"]
+    session.run(
+        "python", "-m", "pytest", *tests, *session.posargs, env={"UNNEST_REQUIRE_ENGINES": "1"}
+    )
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
     """The documentation site, every warning an error (``-E``: every page read anew)."""

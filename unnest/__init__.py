@@ -9,7 +9,7 @@ from unnest.decorators import resolves_nested, resolving
 from unnest.handoff import hand_off, hand_off_async
 from unnest.resolve import unwrap, unwrap_async, unwrap_or_wait
 from unnest.stream import as_resolved, as_resolved_async
-from unnest.traverse import Key, allow_failure, quote, register_container
+from unnest.traverse import Key, allow_failure, quote, register_container, register_placeholder
 
 if TYPE_CHECKING:  # at run time, __getattr__ below: it warns
     from unnest.traverse import quote as opaque  # noqa: F401
@@ -28,6 +28,7 @@ __all__ = [
     "hand_off_async",
     "quote",
     "register_container",
+    "register_placeholder",
     "resolves_nested",
     "resolving",
     "unwrap",

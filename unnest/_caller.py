@@ -42,6 +42,13 @@ class Caller(Protocol):
         or kept for a group)? Then each failure must reach its own node."""
         ...
 
+    @property
+    def blocked_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop of the thread a blocking call blocks while it waits
+        (``unwrap`` called in a coroutine), if any: it cannot run until the
+        call is over."""
+        ...
+
     def guard(self, func: Callable[..., Any]) -> Callable[..., None]:
         """``func`` as a loop callback whose exceptions end the call."""
         ...

@@ -62,6 +62,7 @@ from typing import Any
 from unnest._distributed import same_future
 from unnest._exceptions import add_note, detached, flatten_error, rebuild_error
 from unnest.traverse import (
+    AFUTURE,
     ALLOWED,
     CFUTURE,
     COLLECTION,
@@ -70,6 +71,7 @@ from unnest.traverse import (
     OPAQUE,
     ROOT,
     Container,
+    Placeholder,
     kind_of,
     known_kinds,
 )
@@ -184,10 +186,14 @@ def _label(node: Node, i: int) -> str:
     kind = node.kind
     if kind is ROOT:
         return ""
-    if kind is FUTURE or kind is CFUTURE:
+    if kind is FUTURE or kind is CFUTURE or kind is AFUTURE:
         return ".result()"
     if kind is COLLECTION:
         return ".compute()"
+    if type(kind) is Placeholder:
+        # A registered placeholder's one child is its stand-in, at its own
+        # place; with an engine of its own (Ray), its value.
+        return "" if kind.engine is None else ".result()"
     label: str = kind.label(node.obj, i)
     return label
 
@@ -227,10 +233,17 @@ def where(node: Node) -> str:
 
 
 def describe(node: Node) -> str:
+    parent = node.parent
+    if parent is not None and type(parent.kind) is Placeholder and parent.kind.engine is None:
+        return describe(parent)  # a stand-in: named as what it stands for
     if node.kind is FUTURE:
         return f"the future {node.obj.key!r}"
     if node.kind is CFUTURE:
         return "the concurrent.futures.Future"
+    if node.kind is AFUTURE:
+        return "the asyncio future"
+    if type(node.kind) is Placeholder:
+        return f"the {type(node.obj).__qualname__}"
     return f"the dask collection {collection_name(node.obj)}"
 
 
@@ -297,6 +310,20 @@ class Graph:
     def take_new(self) -> list[Node]:
         new, self.new = self.new, []
         return new
+
+    def stand_in(self, node: Node, placeholder: Any) -> Node:
+        """A new node for ``placeholder``, waited on in place of ``node``'s.
+
+        For a registered placeholder type (:mod:`unnest._placeholders`): its
+        value fills ``node``, at ``node``'s place. A node of its own, not met
+        by the walk, so it is never shared with the same placeholder met
+        elsewhere (whose value is not transformed); the caller hands it to
+        its engine (it is not queued in ``new``).
+        """
+        child = Node(placeholder, kind_of(type(placeholder)))
+        attach(child, node, 0)
+        self.discovered += 1
+        return child
 
     # -- walking -----------------------------------------------------------
 

@@ -77,6 +77,56 @@ class LocalWaiter:
 
         future.add_done_callback(done)
 
+    # -- asyncio.Future and Task ---------------------------------------------------
+
+    def add_asyncio(self, node: Node) -> None:
+        """Wait on an asyncio future, through its own loop, thread-safely.
+
+        Its loop may be the call's, or another loop that runs in another
+        thread (the caller's, when the call runs on a client's loop). A loop
+        that cannot run until the call is over -- the one the blocking API
+        was called in, or one that is not running -- would never complete
+        it: that is an error at once, not a hang.
+        """
+        future = node.obj
+        if future.done():
+            self.ready.append((node, future))
+            return
+        loop = future.get_loop()
+        mine = self.call.running_loop
+        if loop is not mine and (loop is self.call.blocked_loop or not loop.is_running()):
+            why = (
+                "its event loop runs in the thread that this blocking call blocks"
+                if loop is self.call.blocked_loop
+                else "its event loop is not running"
+            )
+            self.call.fail(
+                node,
+                RuntimeError(
+                    f"cannot wait for an asyncio future: {why}. Use "
+                    "`await unnest.unwrap_async(...)` (or `as_resolved_async`) in a "
+                    "coroutine on that loop"
+                ),
+            )
+            return
+        slot: list[Any] = [self, node]  # emptied by close(), as for concurrent futures
+        self.slots.append(slot)
+
+        def done(f: Any) -> None:  # on the future's loop
+            waiter, node = slot
+            if waiter is None or waiter.call.ended:
+                return
+            with contextlib.suppress(RuntimeError):  # the loop is closed: call is over
+                mine.call_soon_threadsafe(waiter.call.guard(waiter.concurrent_done), node, f)
+
+        if loop is mine:
+            future.add_done_callback(done)
+            return
+        try:
+            loop.call_soon_threadsafe(future.add_done_callback, done)
+        except RuntimeError as e:  # closed meanwhile
+            self.call.fail(node, e)
+
     def close(self) -> None:
         """The call has ended: let go of it in every callback it left behind."""
         for slot in self.slots:
@@ -122,7 +172,7 @@ class LocalWaiter:
 
         collections = [node.obj for node in batch]
         try:
-            values = await _in_thread(dask.compute, *collections)
+            values = await in_thread(dask.compute, *collections)
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # the loop must never see it
@@ -145,7 +195,7 @@ class LocalWaiter:
                 self.call.complete(node, value)
 
 
-async def _in_thread(func: Any, *args: Any) -> Any:
+async def in_thread(func: Any, *args: Any) -> Any:
     """``func(*args)`` in a thread of its own; its outcome, in this loop.
 
     A thread per computation, not a bounded executor: a task that unwraps

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from unnest._distributed import owner
 from unnest._exceptions import ForgottenFutureError, failure_group, loop_thread_error
 from unnest._graph import GROUP, RAISE, SAME, Errors, Graph, Node, describe, excused, where
+from unnest._placeholders import PlaceholderWaiter
 from unnest._progress import Progress, Reporter, reporter
 from unnest._runtime import (
     CLOSED,
@@ -80,10 +81,12 @@ from unnest._runtime import (
 from unnest._wait_distributed import DistributedWaiter
 from unnest._wait_local import LocalWaiter
 from unnest.traverse import (
+    AFUTURE,
     CFUTURE,
     COLLECTION,
     FUTURE,
     Container,
+    Placeholder,
     allow_failure,
     register_builtin,
 )
@@ -132,6 +135,9 @@ class Call:
         self.group = TaskGroup(self.end)
         self.remote: DistributedWaiter | None = None
         self.local = LocalWaiter(self)
+        self.placeholders = PlaceholderWaiter(self, self.graph)
+        # The loop of the thread a blocking call blocks (unwrap in a coroutine).
+        self.blocked_loop: asyncio.AbstractEventLoop | None = None
         self.batching = 0  # inside batch(): completions do not start() each
         # Placeholders of a client whose loop is not the call's, found by the
         # last start(): resolved by one relay call per client and batch.
@@ -178,7 +184,11 @@ class Call:
         """
         if self.client is not None:
             return self.client.loop.asyncio_loop  # type: ignore[no-any-return]
-        if "distributed" in sys.modules and any(node.kind is CFUTURE for node in self.graph.new):
+        # So does an input of registered placeholders: they may stand in as
+        # distributed futures (prefect-dask's), found only once it runs.
+        if "distributed" in sys.modules and any(
+            node.kind is CFUTURE or type(node.kind) is Placeholder for node in self.graph.new
+        ):
             client = current_client()
             if client is not None and client.status not in CLOSED:
                 loop = client.loop.asyncio_loop
@@ -225,6 +235,7 @@ class Call:
             if self.remote is not None:
                 await self.remote.aclose()
             self.local.close()
+            await self.placeholders.aclose()
             error, self.error = self.error, None
             graph = self.graph
             if error is None and graph.failures and self.raises_group:
@@ -264,10 +275,17 @@ class Call:
         collections = []
         for node in self.graph.take_new():
             kind = node.kind
+            if type(kind) is Placeholder:  # registered: wait on its stand-in, if any
+                stand_in = self.placeholders.add(node)
+                if stand_in is None:
+                    continue
+                node, kind = stand_in, stand_in.kind
             if kind is FUTURE:
                 self._add_future(node, node.obj)
             elif kind is CFUTURE:
                 self.local.add_concurrent(node)
+            elif kind is AFUTURE:
+                self.local.add_asyncio(node)
             else:
                 collections.append(node)
         if collections:
@@ -286,6 +304,12 @@ class Call:
         if self.ended:
             return []
         found: list[Node] = []
+        if self.placeholders.then:  # a built-in's stand-in: its value, mapped
+            try:
+                value = self.placeholders.value(node, value)
+            except Exception as e:
+                self.fail(node, e)
+                return []
         try:
             found = self.graph.complete(node, value)
             if self.graph.finished:
@@ -501,6 +525,14 @@ def error_policy(errors: Any, return_exceptions: Any) -> Errors:
     return policy
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def check_arguments(client: Any, timeout: Any) -> None:
     """A TypeError or ValueError naming a bad ``client`` or ``timeout``."""
     if client is not None and not isinstance(client, distributed().Client):
@@ -685,6 +717,7 @@ def unwrap(
     if client is not None and in_loop_thread(client.loop.asyncio_loop):
         raise loop_thread_error(client)
     call = Call(client, timeout, policy)
+    call.blocked_loop = running_loop()
     out = open_call(call, obj)
     if out is not call.graph.root:
         if report is not None:

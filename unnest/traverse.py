@@ -40,7 +40,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 from unnest._instances import copy_instance
 
-__all__ = ["Key", "allow_failure", "quote", "register_container"]
+__all__ = ["Key", "allow_failure", "quote", "register_container", "register_placeholder"]
 
 T = TypeVar("T")
 
@@ -107,15 +107,35 @@ class Kind(enum.Enum):
     COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
     OPAQUE = "quote"  # unnest.quote: replaced by what it wraps, never entered
     ROOT = "root"  # no element's: the kind of the root node of a call's graph
+    AFUTURE = "asyncio"  # asyncio.Future and Task (anything asyncio.isfuture accepts)
 
 
-LEAF, FUTURE, CFUTURE, COLLECTION, OPAQUE, ROOT = Kind
+LEAF, FUTURE, CFUTURE, COLLECTION, OPAQUE, ROOT, AFUTURE = Kind
+
+
+class Placeholder(NamedTuple):
+    """How the resolver waits on a registered placeholder type (internal).
+
+    A type's third kind, beside the :class:`Kind` members and a
+    :class:`Container`: see :func:`register_placeholder` and
+    :mod:`unnest._placeholders`.
+    """
+
+    # The placeholder unnest already knows that stands for the object.
+    as_future: Callable[[Any], Any]
+    # unnest's own engine for the type, instead of as_future: a class made
+    # with the call, that waits on the type's objects in batches (Ray).
+    engine: Any = None
+    # The value the stand-in gives -> the object's value, before it is
+    # walked (a Prefect future's State -> the task's result).
+    then: Callable[[Any], Any] | None = None
+
 
 # Containers by class: the user's (register_container) and unnest's own
 # (register_builtin). The user's win, for the class and its subclasses, over
 # every built-in rule (namedtuples, dataclasses, the builtins, the models).
-_user: dict[type, Container] = {}
-_builtin: dict[type, Container] = {}
+_user: dict[type, Container | Placeholder] = {}
+_builtin: dict[type, Container | Placeholder] = {}
 # Support for optional libraries (pydantic, attrs; see unnest._models), set up
 # by the first classification that finds the library imported -- none of its
 # classes can exist before -- so importing unnest imports neither. Module name
@@ -125,7 +145,7 @@ _lazy: dict[str, Callable[[], None]] = {}
 _lazy_lock = threading.Lock()
 # Containers recognised by a test on the type rather than by a base class
 # (attrs classes), consulted after the registry.
-_tests: list[tuple[Callable[[type], bool], Container]] = []
+_tests: list[tuple[Callable[[type], bool], Container | Placeholder]] = []
 _kinds: dict[type, Any] = {}  # static types -> kind
 _heap_kinds: dict[int, tuple[Any, weakref.ref[type]]] = {}  # id(heap type) -> kind, ref
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
@@ -320,6 +340,77 @@ def register_container(
     return register(flatten)
 
 
+AsFuture = TypeVar("AsFuture", bound=Callable[[Any], Any])  # given back as it came
+
+
+@overload
+def register_placeholder(cls: type, as_future: AsFuture) -> AsFuture: ...
+@overload
+def register_placeholder(cls: type, as_future: None = ...) -> Callable[[AsFuture], AsFuture]: ...
+def register_placeholder(cls: type, as_future: Callable[[Any], Any] | None = None) -> Any:
+    """Teach unnest a future type of your own: resolve its instances anywhere.
+
+    ``as_future(obj)`` returns a placeholder unnest already knows that stands
+    for ``obj`` -- a ``concurrent.futures.Future``, an ``asyncio.Future``, a
+    ``distributed.Future`` or a dask collection -- and unnest waits on that
+    one, with the engine and the batching of its kind. Its value is ``obj``'s
+    value, and is walked and resolved again, like every value. An error of
+    ``as_future`` or of the placeholder is raised with ``obj``'s place
+    (``obj['jobs'][2]``), and :func:`unnest.as_resolved` yields ``obj``'s
+    path. Registering a class covers its subclasses unless they are
+    registered themselves (as containers or placeholders), and wins over
+    unnest's own rules (a subclass of ``concurrent.futures.Future`` too).
+    ``as_future`` runs in the thread that waits (an event loop's): keep it
+    quick, and leave waiting to unnest.
+
+    Ray's ``ObjectRef``, Prefect's futures and asyncio futures are known
+    without registration; Parsl's futures are ``concurrent.futures`` ones.
+
+    Parameters
+    ----------
+    cls : type
+        The future type.
+    as_future : callable, optional
+        ``as_future(obj) -> placeholder``. When omitted,
+        ``register_placeholder`` returns a decorator.
+
+    Returns
+    -------
+    callable
+        ``as_future`` (or a decorator that registers and returns it).
+
+    Examples
+    --------
+    >>> import concurrent.futures
+    >>> import unnest
+    >>> class Job:
+    ...     def __init__(self, future):
+    ...         self.future = future
+    >>> @unnest.register_placeholder(Job)
+    ... def _job_future(job):
+    ...     return job.future
+    >>> with concurrent.futures.ThreadPoolExecutor() as pool:
+    ...     inner = Job(pool.submit(pow, 2, 10))
+    ...     outer = Job(pool.submit(lambda: {"inner": inner}))
+    ...     unnest.unwrap([outer, 1])
+    [{'inner': 1024}, 1]
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"`cls` must be a type, got {cls!r}")
+
+    def register(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        if not callable(func):
+            raise TypeError(f"`as_future` must be callable, got {func!r}")
+        _user[cls] = Placeholder(func)
+        _kinds.clear()
+        _heap_kinds.clear()
+        return func
+
+    if as_future is None:
+        return register
+    return register(as_future)
+
+
 def _checked(flatten: Flatten) -> Flatten:
     """A user's ``flatten``, whose children the walk can index without user code.
 
@@ -352,7 +443,9 @@ def register_lazy(module: str, register: Callable[[], None]) -> None:
     _heap_kinds.clear()
 
 
-def register_builtin(cls: type | Callable[[type], bool], container: Container) -> None:
+def register_builtin(
+    cls: type | Callable[[type], bool], container: Container | Placeholder
+) -> None:
     """Built-in support for ``cls`` (or the types passing a test), below the user's."""
     if isinstance(cls, type):
         _builtin[cls] = container
@@ -418,6 +511,10 @@ def _classify(tp: type) -> Any:
         return FUTURE
     if issubclass(tp, concurrent.futures.Future):
         return CFUTURE
+    # asyncio.isfuture's test, on the class (asyncio.Future and Task, and
+    # the futures of loops that keep its protocol).
+    if getattr(tp, "_asyncio_future_blocking", None) is not None:
+        return AFUTURE
     # Class-level check on purpose: Delayed answers any attribute lookup on an
     # instance with another Delayed.
     if hasattr(tp, "__dask_graph__"):
