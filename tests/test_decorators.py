@@ -3,6 +3,7 @@
 import concurrent.futures
 import inspect
 import pickle
+import time
 
 import cloudpickle
 import dask
@@ -157,3 +158,61 @@ def test_producer_and_consumer_leave_no_keys(client):
     assert unnest.unwrap(producer) == {"xs": [1, 2, 3, 4]}
     del producer
     assert wait_forgotten(client, made=5) == []
+
+
+# -- Delayed functions that workflows pass around (issue 20, dask/dask#10733) ------------
+
+
+@delayed
+def timed_job(x):
+    """A job of about a second: its work is the sleep. Returns when it ran."""
+    start = time.time()
+    time.sleep(1)
+    return x, start, time.time()
+
+
+@resolves_nested
+def subflow(job, items):
+    """Calls the job it is given for each item: with a delayed job, each call is a task."""
+    return [job(item) for item in items]
+
+
+def assert_ran_together(results):
+    # Every job started before any job ended: all four ran at the same time.
+    # (One after another, each would start after the previous one ended.)
+    starts = [start for _, start, _ in results]
+    ends = [end for _, _, end in results]
+    assert max(starts) < min(ends), results
+
+
+def test_delayed_function_argument_makes_concurrent_tasks_on_threads():
+    with dask.config.set(scheduler="threads", num_workers=4):
+        results = unnest.unwrap(subflow(timed_job, range(4)))
+    assert [x for x, _, _ in results] == [0, 1, 2, 3]
+    assert_ran_together(results)
+
+
+def test_delayed_function_argument_makes_concurrent_tasks_on_a_cluster(mp_client):
+    # 2 worker processes x 2 threads: the 4 jobs, once the subflow returned them.
+    results = unnest.unwrap(subflow(timed_job, range(4)))
+    assert [x for x, _, _ in results] == [0, 1, 2, 3]
+    assert_ran_together(results)
+
+
+def test_what_a_resolves_nested_function_receives():
+    @resolves_nested
+    def received(f, *, g, n, called):
+        return [type(f).__name__, type(g).__name__, n, called]
+
+    # Delayed functions stay delayed functions, by position and keyword; a
+    # Delayed of a value and a called one are computed, as dask.delayed does.
+    out = received(timed_job, g=sumit, n=delayed(5), called=double(2))
+    assert out.compute(scheduler="sync") == ["DelayedLeaf", "_ResolvingLeaf", 5, 4]
+
+
+def test_plain_delayed_gets_the_bare_function():
+    @delayed
+    def plain(f):
+        return callable(f) and not dask.is_dask_collection(f)
+
+    assert plain(timed_job).compute(scheduler="sync") is True

@@ -9,7 +9,11 @@ not the function.
 
 ``resolves_nested(func, **options)`` is ``dask.delayed(resolving(func),
 **options)``, with the decorated object's ``__wrapped__`` pointing at the
-original function.
+original function. Called, it passes a *delayed function* among its
+arguments (a ``Delayed`` that stands for a callable and was not called, such
+as a ``@delayed`` function) on as it is, in a :class:`unnest.quote`, where
+``dask.delayed`` would compute it to the bare function (issue 20,
+dask/dask#10733): the function can then call it to make tasks.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dask.delayed import Delayed, DelayedLeaf
 
 from unnest.handoff import hand_off
 from unnest.resolve import check_arguments, unwrap
+from unnest.traverse import quote
 
 __all__ = ["resolves_nested", "resolving"]
 
@@ -243,6 +248,16 @@ class _ResolvingLeaf(DelayedLeaf, Generic[P]):
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Delayed: ...
 
+    else:
+
+        def __call__(self, *args, **kwargs):
+            # A delayed function argument reaches the function as one (the
+            # module docstring): quoted, dask hands it on as it is, and the
+            # unwrap of the arguments replaces the quote with it.
+            args = [_as_passed(arg) for arg in args]
+            kwargs = {name: _as_passed(arg) for name, arg in kwargs.items()}
+            return DelayedLeaf.__call__(self, *args, **kwargs)
+
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
         return self.wrapper.__doc__
@@ -254,6 +269,21 @@ class _ResolvingLeaf(DelayedLeaf, Generic[P]):
     @property
     def __signature__(self) -> inspect.Signature:
         return inspect.signature(self.wrapper.func)
+
+
+def _as_passed(arg: Any) -> Any:
+    """``arg``, quoted if it is a delayed function (a ``Delayed`` leaf of a callable)."""
+    if not isinstance(arg, DelayedLeaf):
+        return arg
+    if isinstance(arg, _ResolvingLeaf):
+        return quote(arg)
+    try:
+        # A leaf computes to the object it wraps, in this thread, running
+        # nothing: the public way to look at it.
+        (obj,) = dask.compute(arg, scheduler="sync")
+    except Exception:
+        return arg
+    return quote(arg) if callable(obj) else arg
 
 
 @overload
@@ -288,6 +318,18 @@ def resolves_nested(
     to any depth: a list of ``Delayed`` or of futures arrives as a list of
     values. Futures in the return value are handed off
     (:func:`unnest.hand_off`).
+
+    One kind of ``Delayed`` argument is not computed: a *delayed function*,
+    a ``Delayed`` that stands for a callable and has not been called (a
+    function decorated with ``@delayed`` or ``@resolves_nested``), passed
+    directly as a positional or keyword argument. It reaches the function
+    as the delayed function it is, so that calling it makes a task, where
+    plain ``dask.delayed`` computes it to the bare function, whose calls
+    then run one after another inside this task. Return the ``Delayed``
+    those calls make, and :func:`unnest.unwrap` of this function's result
+    computes them together, concurrently (dask/dask#10733). Pass the bare
+    function instead (``job.__wrapped__``, or ``job`` undecorated) to call it
+    in place.
 
     Parameters
     ----------
@@ -327,6 +369,19 @@ def resolves_nested(
     ...     return 2 * x
     >>> double(1).key == double(1).key
     True
+
+    A "subflow" that calls the delayed function it is given, for each item:
+    the jobs are tasks of their own, which ``unwrap`` computes together.
+
+    >>> import unnest
+    >>> @delayed
+    ... def job(x):
+    ...     return x * 10
+    >>> @resolves_nested
+    ... def subflow(make, items):
+    ...     return [make(item) for item in items]
+    >>> unnest.unwrap(subflow(job, [1, 2, 3]))
+    [10, 20, 30]
     """
     if func is None:
         return functools.partial(
