@@ -287,3 +287,13 @@ def test_cancelled_asyncio_task_names_its_place():
         assert info.value.__notes__ == ["raised by the asyncio future at obj['t']"]
 
     asyncio.run(main())
+
+
+def test_blocking_as_resolved_of_an_asyncio_future_of_the_callers_loop_says_use_async():
+    async def main():
+        pending = asyncio.get_running_loop().create_future()
+        with pytest.raises(RuntimeError, match="as_resolved_async") as info:
+            list(unnest.as_resolved({"a": pending, "b": done(1)}))
+        assert info.value.__notes__ == ["raised by the asyncio future at obj['a']"]
+
+    asyncio.run(main())

@@ -60,7 +60,14 @@ from unnest._runtime import (
     seceded,
     submit,
 )
-from unnest.resolve import Call, ErrorPolicy, error_policy, open_call, prologue
+from unnest.resolve import (
+    Call,
+    ErrorPolicy,
+    error_policy,
+    open_call,
+    prologue,
+    running_loop,
+)
 from unnest.traverse import Key
 
 if TYPE_CHECKING:  # only: importing unnest imports no distributed
@@ -304,6 +311,7 @@ class AsResolved(_Stream):
                 self._report.close()
             return
         call, feed = begun
+        call.blocked_loop = running_loop()  # the consumer's, blocked in next()
         loop = call.target_loop() or private_loop()
         if in_loop_thread(loop):
             raise _loop_error(call.client)
