@@ -85,7 +85,7 @@ def tests_engines(session: nox.Session) -> None:
     into failures: here they must all run.
     """
     session.install("-e", ".[test]", *ENGINES)
-    tests = ["tests/test_engines.py", "tests/test_placeholders.py"]
+    tests = ["tests/test_engines.py", "tests/test_engines_docs.py", "tests/test_placeholders.py"]
     session.run(
         "python", "-m", "pytest", *tests, *session.posargs, env={"UNNEST_REQUIRE_ENGINES": "1"}
     )
