@@ -14,10 +14,11 @@ One :class:`RayWaiter` per call (the engine of the built-in Ray placeholder,
   other nodes: never on the loop), and their values are completed in one
   ``Call.batch``, so the refs those values hold arrive together in turn:
   N ready refs cost N / FETCH_CHUNK round trips, not N, at every depth.
-* A pending ref gets a readiness callback (from Ray's thread, handed to the
-  loop thread-safely); refs that become ready while a fetch is on its way
-  queue up and go in the next one, so the batching follows the load, with
-  no timer and no polling.
+* A pending ref is waited on through ``ObjectRef.future()``: Ray's core
+  worker fetches its value when it is ready, and the future's callback
+  (in Ray's thread) queues it for the loop; values that arrive together are
+  completed in one ``Call.batch``, so the batching follows the load, with no
+  timer and no polling.
 * A failed ref: ``ray.get`` of a list raises the first failure it meets and
   says not which; the chunk is halved until the failing ref is alone, and its
   exception (Ray's ``RayTaskError``, which is also an instance of the task's
@@ -25,20 +26,15 @@ One :class:`RayWaiter` per call (the engine of the built-in Ray placeholder,
 
 Equal refs met as different objects share one wait and one fetch (``ray.wait``
 takes unique refs). Nothing of the user's is cancelled (unnest never calls
-``ray.cancel``); the call's end drops every readiness callback.
-
-Ray's private parts used here (the one door to them): ``ObjectRef._on_ready``
-(Ray 2.60.0), a readiness callback that neither fetches nor deserializes the
-object and can be cancelled. The public fallback, chosen by a feature check
-or with ``UNNEST_PUBLIC_ONLY=1``: ``ObjectRef.future()``, whose concurrent
-future fetches the value by itself; it is used as the signal only, and the
-value is fetched again with the batch, from the local store.
+``ray.cancel``); the call's end lets go of every callback it left with Ray.
+Public API only: ``ray.wait``, ``ray.get`` and ``ObjectRef.future()``,
+checked on Ray 2.60.0.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import os
 from typing import Any
 
 from unnest._caller import Caller
@@ -51,15 +47,6 @@ __all__ = ["FETCH_CHUNK", "RayWaiter"]
 FETCH_CHUNK = 2_000
 
 
-def _fast() -> bool:
-    """Use ``ObjectRef._on_ready`` (see the module docstring)?"""
-    import ray
-
-    if os.environ.get("UNNEST_PUBLIC_ONLY", "") not in ("", "0"):
-        return False
-    return callable(getattr(ray.ObjectRef, "_on_ready", None))
-
-
 class RayWaiter:
     """The Ray refs of one call: sorted, watched and fetched in batches."""
 
@@ -69,11 +56,11 @@ class RayWaiter:
         self.fresh: list[Any] = []  # refs not sorted yet
         self.to_fetch: list[Any] = []  # ready refs
         self.fetching = False
-        self.fast = _fast()
-        # One slot per readiness callback given to Ray: the callback holds
-        # this waiter only through it, and aclose() empties it.
+        # Pending refs' futures done, with their refs: completed in one batch.
+        self.arrived: collections.deque[tuple[Any, Any]] = collections.deque()
+        # One slot per callback given to Ray: the callback holds this waiter
+        # only through it, and aclose() empties it.
         self.slots: list[list[Any]] = []
-        self.cancels: list[Any] = []
 
     def add(self, node: Node) -> None:
         ref = node.obj
@@ -98,22 +85,34 @@ class RayWaiter:
         self._queue(ready)
 
     def _watch(self, ref: Any) -> None:
-        """Have ``_became_ready(ref)`` called on the loop once ``ref`` is ready."""
+        """Have the value of ``ref`` completed on the loop once Ray has it."""
         loop = self.call.running_loop
         slot: list[Any] = [self]
         self.slots.append(slot)
 
-        def ready(*_: Any) -> None:  # in Ray's thread
+        def arrived(future: Any) -> None:  # in Ray's thread
             waiter = slot[0]
             if waiter is None or waiter.call.ended:
                 return
-            with contextlib.suppress(RuntimeError):  # the loop is closed: call is over
-                loop.call_soon_threadsafe(waiter.call.guard(waiter._queue), [ref])
+            waiter.arrived.append((ref, future))
+            if len(waiter.arrived) == 1:  # the first since the last drain: one wake-up
+                with contextlib.suppress(RuntimeError):  # the loop is closed: call is over
+                    loop.call_soon_threadsafe(waiter.call.guard(waiter.drain))
 
-        if self.fast:
-            self.cancels.append(ref._on_ready(ready))
-        else:
-            ref.future().add_done_callback(ready)
+        ref.future().add_done_callback(arrived)
+
+    def drain(self) -> None:
+        """Complete the pending refs whose values arrived, together."""
+        with self.call.batch():
+            while self.arrived and not self.call.ended:
+                ref, future = self.arrived.popleft()
+                error = future.exception()
+                value = None if error is not None else future.result()
+                for node in self.nodes.pop(ref, ()):
+                    if error is None:
+                        self.call.complete(node, value)
+                    else:
+                        self.call.fail(node, error)
 
     def _queue(self, refs: list[Any]) -> None:
         if not refs or self.call.ended:
@@ -142,14 +141,11 @@ class RayWaiter:
             self.fetching = False
 
     async def aclose(self) -> None:
-        """The call has ended: drop every readiness callback and every ref."""
-        for cancel in self.cancels:
-            with contextlib.suppress(Exception):  # Ray shut down meanwhile
-                cancel()
+        """The call has ended: let go of every callback and every ref."""
         for slot in self.slots:
             slot[0] = None
-        self.cancels.clear()
         self.slots.clear()
+        self.arrived.clear()
         self.nodes.clear()
         self.fresh.clear()
         self.to_fetch.clear()

@@ -28,6 +28,7 @@ cleared whenever the registry changes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import dataclasses
@@ -107,7 +108,7 @@ class Kind(enum.Enum):
     COLLECTION = "collection"  # anything with __dask_graph__ (Delayed, Bag, ...)
     OPAQUE = "quote"  # unnest.quote: replaced by what it wraps, never entered
     ROOT = "root"  # no element's: the kind of the root node of a call's graph
-    AFUTURE = "asyncio"  # asyncio.Future and Task (anything asyncio.isfuture accepts)
+    AFUTURE = "asyncio"  # asyncio.Future and Task
 
 
 LEAF, FUTURE, CFUTURE, COLLECTION, OPAQUE, ROOT, AFUTURE = Kind
@@ -511,9 +512,7 @@ def _classify(tp: type) -> Any:
         return FUTURE
     if issubclass(tp, concurrent.futures.Future):
         return CFUTURE
-    # asyncio.isfuture's test, on the class (asyncio.Future and Task, and
-    # the futures of loops that keep its protocol).
-    if getattr(tp, "_asyncio_future_blocking", None) is not None:
+    if issubclass(tp, asyncio.Future):  # Task too
         return AFUTURE
     # Class-level check on purpose: Delayed answers any attribute lookup on an
     # instance with another Delayed.
