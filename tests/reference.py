@@ -1,7 +1,8 @@
 """A reference resolver: what unnest must compute, worked out the slow, obvious way.
 
 Written without unnest's engine: it uses only the markers of unnest's API
-(``unnest.quote`` is not entered, ``unnest.Key`` names a dict key in a path)
+(``unnest.quote`` is not entered, ``unnest.Key`` names a dict key in a path,
+``unnest.allow_failure`` excuses the failures below it)
 and the ``flatten``/``label`` functions a test registered, as a user declares
 them. ``tests/test_reference.py`` checks ``unwrap``, ``unwrap_async`` and
 ``as_resolved`` against it.
@@ -40,7 +41,10 @@ The model
   that cannot be taken apart or rebuilt (``TypeError``). Errors in the input
   itself are found by the walk of the input (:meth:`Reference.places`) and
   end the call before anything is waited for; the others may come in any
-  order. Exploring goes on past every error, so that every possible error is
+  order. A failure is *excused* when every place of its placeholder -- in
+  the input and in values, followed up to the input -- lies inside an
+  ``unnest.allow_failure``: its exception takes its place, whatever the
+  call's ``errors``. Exploring goes on past every error, so that every possible error is
   listed and every task of the input has finished when :func:`resolve`
   returns. What a computation made (a placeholder found below a
   ``.compute()``) is made anew by each run of it, unnest's and this one: its
@@ -92,6 +96,25 @@ class Failure(NamedTuple):
     exc: BaseException
     what: str  # "the future 'key'", as unnest's note says it
 
+    def excused(self):
+        """Does every place of the placeholder lie inside an ``allow_failure``?"""
+        seen = set()
+        work = [self.spot]
+        while work:
+            spot = work.pop()
+            if id(spot) in seen:
+                continue
+            seen.add(id(spot))
+            links = spot.input_links + spot.value_links
+            if not links:
+                return False
+            for link in links:
+                if link.parent is None:
+                    return False  # the input itself, outside every allow_failure
+                if not isinstance(link.parent.obj, unnest.allow_failure):
+                    work.append(link.parent)
+        return True
+
     def notes(self):
         """The notes unnest may add; ``'*'`` stands for a key not known here.
 
@@ -121,6 +144,7 @@ class WalkError(NamedTuple):
 
 
 BROKEN = type("Broken", (), {"__repr__": lambda self: "BROKEN"})()  # what an error leaves
+ALLOWED = type("Allowed", (), {"__repr__": lambda self: "ALLOWED"})()  # no step of a path
 WALKING = object()  # a container or placeholder whose parts are being walked
 
 
@@ -150,6 +174,8 @@ def paths(spot):
     for link in spot.input_links:
         if link.parent is None:
             out.append(())
+        elif link.element is ALLOWED:
+            out.extend(paths(link.parent))  # an allow_failure is no step
         else:
             out.extend((*path, link.element) for path in paths(link.parent))
     return out
@@ -225,6 +251,8 @@ def take_apart(obj, registered):
     they are rebuilt: none of the subclass's code runs.
     """
     cls = type(obj)
+    if cls is unnest.allow_failure:  # replaced by its content, always
+        return Parts([obj.obj], [""], [ALLOWED], lambda new: new[0])
     for base in cls.__mro__:
         if base in registered:
             flatten, label = registered[base]
@@ -453,6 +481,7 @@ class Reference:
         for child, label, element in zip(parts.children, parts.labels, parts.elements):
             changes |= self.places(child, Link(spot, label, element))
         del self.containers[id(obj)]
+        changes |= isinstance(obj, unnest.allow_failure)  # always replaced
         spot.changes = changes
         if changes and id(obj) in self.input_cyclic:
             self.input_errors.append(WalkError(ValueError, "contains itself", spot, True))
@@ -510,7 +539,9 @@ class Reference:
             for child, label, element in zip(parts.children, parts.labels, parts.elements)
         ]
         self.stack.pop()
-        if all(n is c for n, c in zip(new, parts.children)):
+        if isinstance(obj, unnest.allow_failure):
+            value = new[0]  # replaced by its content, always
+        elif all(n is c for n, c in zip(new, parts.children)):
             value = obj
         elif id(obj) in self.cyclic:
             if not in_input:  # the walk of the input found it already
@@ -580,7 +611,9 @@ class Resolution:
 
     def __init__(self, ref, value):
         self.value = value  # as with return_exceptions=True
-        self.failures = ref.failures
+        self.all_failures = ref.failures
+        # The failures the call's errors= policy applies to.
+        self.failures = [f for f in ref.failures if not f.excused()]
         self.input_errors = ref.input_errors
         self.value_errors = ref.value_errors
         self.pairs = [
@@ -628,6 +661,8 @@ def resolve(obj, client, registered=()):
 def follow(obj, path, registered=()):
     """The part of ``obj`` at an ``as_resolved`` path (a LookupError if there is none)."""
     for step in path:
+        while type(obj) is unnest.allow_failure:  # no step
+            obj = obj.obj
         parts = take_apart(obj, dict(registered))
         if parts is None:
             raise LookupError(f"{type(obj).__name__} has no parts")
@@ -635,4 +670,6 @@ def follow(obj, path, registered=()):
         if len(matches) != 1:
             raise LookupError(f"{len(matches)} parts of the {type(obj).__name__} at step {step!r}")
         obj = matches[0]
+    while type(obj) is unnest.allow_failure:
+        obj = obj.obj
     return obj

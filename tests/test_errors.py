@@ -191,6 +191,26 @@ def test_allow_failure_puts_errors_in_place_inside_and_raises_outside(mp_client)
     assert info.value.__notes__[-1].endswith("at obj['bad']")
 
 
+def test_an_excused_or_grouped_failure_does_not_keep_its_future(mp_client):
+    # The graph's record of excused failures kept their nodes, and so the
+    # user's futures, after the call: until the garbage collector ran.
+    import gc
+
+    watch_forgotten(mp_client)
+    gc.disable()
+    try:
+        bad = mp_client.submit(fail, 1, pure=False)
+        out = unnest.unwrap(unnest.allow_failure(bad))
+        assert isinstance(out, ZeroDivisionError)
+        other = mp_client.submit(fail, 2, pure=False)
+        with pytest.raises(ExceptionGroup):
+            unnest.unwrap([other], errors="group")
+        del bad, out, other
+        assert wait_forgotten(mp_client, made=2, timeout=10) == []
+    finally:
+        gc.enable()
+
+
 def test_allow_failure_is_replaced_even_with_nothing_to_resolve():
     assert unnest.unwrap(unnest.allow_failure([1, 2])) == [1, 2]
     inner = {"x": 1}

@@ -404,6 +404,9 @@ class Build:
     def make_opaque(self, inner):
         return unnest.quote(self.node(inner))
 
+    def make_allow(self, inner):
+        return unnest.allow_failure(self.node(inner))
+
     def placeholder(self, tag, args):
         raise ValueError(f"no placeholder {tag!r} here")
 
@@ -698,6 +701,7 @@ def _local_extend(children):
             copyself=_tagged("copyself", children, children),
             reduceglobal=_tagged("reduceglobal", children, children),
             opaque=_tagged("opaque", children),
+            allow=_tagged("allow", children),
             cf_done=_tagged("cf_done", children),
             cf_pending=_tagged("cf_pending", children, delays),
             raisinglist=_tagged("raisinglist", _short(children)),  # its own __iter__ raises

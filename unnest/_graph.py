@@ -760,6 +760,12 @@ class Graph:
         self.memo.clear()
         self.by_key.clear()
         self.new.clear()
+        # These keep nodes too, and so the user's placeholders: the call and
+        # its engines refer to each other, and a placeholder must go with the
+        # user's last reference, not with the next garbage collection.
+        self.excused.clear()
+        self.failures.clear()
+        self.tainted.clear()
         self.root = Node(None, ROOT)
 
     def pending_placeholders(self) -> list[Node]:
