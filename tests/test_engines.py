@@ -10,6 +10,7 @@ engine fails them.
 """
 
 import asyncio
+import concurrent.futures
 import importlib
 import logging
 import operator
@@ -423,3 +424,36 @@ def test_every_engine_side_by_side_in_one_call(ray, prefect, parsl, mp_client):
         "dask": [2, 3],
         "ray in prefect": {"ref": 6},
     }
+
+
+def test_prefect_results_read_from_storage(prefect, tmp_path):
+    # Futures whose State holds no result, only where it is stored: the
+    # State's result is read from storage (a thread of its own), and an API
+    # future by task run id resolves through its done callback.
+    from prefect import get_client
+    from prefect.futures import PrefectConcurrentFuture, PrefectDistributedFuture
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    @prefect.task(persist_result=True)
+    def stored(x):
+        return {"stored": x}
+
+    @prefect.flow
+    def flow():
+        futures = [stored.submit(5), stored.submit(6)]
+        for future in futures:
+            future.wait()
+        return [future.task_run_id for future in futures]
+
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(tmp_path)}):
+        first, second = flow()
+        with get_client(sync_client=True) as client:
+            state = client.read_task_run(first).state
+        done = concurrent.futures.Future()
+        done.set_result(state)  # as the thread pool's future gives it
+        from_api = PrefectConcurrentFuture(first, done)
+        by_id = PrefectDistributedFuture(second)
+        assert unnest.unwrap({"a": from_api, "b": [by_id]}) == {
+            "a": {"stored": 5},
+            "b": [{"stored": 6}],
+        }

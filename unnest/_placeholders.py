@@ -52,15 +52,10 @@ coroutine once, in place: a result held in memory (the default, no result
 persistence) comes back without the coroutine ever waiting, in about 10 µs,
 where ``State.result()`` hands a coroutine to Prefect's loop thread and back
 (about 1 ms a future: 1,000 futures took 0.9 s). A coroutine that does wait
-(a result in storage) is closed, and the result read synchronously.
-
-Prefect's private parts used here (the one door to them), for that
-synchronous read only: ``State.result(_sync=True)``, the keyword of
-Prefect's ``async_dispatch`` that forces the synchronous implementation
-(without it, ``State.result`` on an event loop's thread, where unnest
-completes placeholders, returns a coroutine). Checked on Prefect 3.9.1; where
-``State.result`` is not that dispatcher, it is called plainly, and a
-coroutine it returns is run in a thread of its own (slower, never wrong).
+(a result in storage) is closed, and ``State.result()`` is called in a
+thread of its own, without an event loop, where Prefect reads synchronously
+(on the loop's thread it would return a coroutine). Public API only, checked
+on Prefect 3.9.1.
 """
 
 from __future__ import annotations
@@ -214,22 +209,19 @@ def _state_value(value: Any) -> Any:
         except StopIteration as done:  # it never waited: the result was in memory
             return done.value
         coro.close()  # it waits on storage: read it the synchronous way
-    result = type(value).result
-    if getattr(result, "aio", None) is not None:  # Prefect's async_dispatch: see above
-        return value.result(raise_on_failure=True, _sync=True)
-    out = value.result(raise_on_failure=True)
-    if asyncio.iscoroutine(out):
-        out = _run_in_thread(out)
-    return out
+    return _in_plain_thread(lambda: value.result(raise_on_failure=True))
 
 
-def _run_in_thread(coro: Any) -> Any:
-    """Run ``coro`` to its end on a loop of its own, in a thread of its own."""
+def _in_plain_thread(func: Callable[[], Any]) -> Any:
+    """``func()`` in a thread of its own, with no event loop; its outcome, here."""
     box: list[Any] = []
 
     def run() -> None:
         try:
-            box.append((asyncio.run(coro), None))
+            out = func()
+            if asyncio.iscoroutine(out):  # a dispatcher that chose async after all
+                out = asyncio.run(out)
+            box.append((out, None))
         except BaseException as e:
             box.append((None, e))
 
