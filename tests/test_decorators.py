@@ -89,6 +89,18 @@ def test_decorated_object_keeps_name_doc_wrapped_signature():
     assert isinstance(sumit(1), dask.delayed(inc)(1).__class__)  # a Delayed
 
 
+def test_the_decorators_themselves_have_signatures():
+    # inspect.signature(unnest.resolving) raised a TypeError: the class's
+    # __signature__ was a property object (help() and IDEs use it).
+    assert list(inspect.signature(unnest.resolving).parameters) == [
+        "func",
+        "timeout",
+        "resolve_output",
+    ]
+    assert "func" in inspect.signature(unnest.resolves_nested).parameters
+    assert inspect.signature(type(sumit)) is not None
+
+
 def test_every_delayed_option_is_accepted():
     @resolves_nested(nout=2, pure=True, name="pair-fn", traverse=False)
     def pair(x):

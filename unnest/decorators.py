@@ -42,6 +42,20 @@ P2 = ParamSpec("P2")
 R2 = TypeVar("R2")
 
 
+class _Signature:
+    """``__signature__``: the wrapped function's on an instance, None on the class."""
+
+    def __init__(self, *path: str) -> None:
+        self.path = path  # attributes leading from the instance to the function
+
+    def __get__(self, obj: Any, objtype: Any = None) -> inspect.Signature | None:
+        if obj is None:
+            return None
+        for name in self.path:
+            obj = getattr(obj, name)
+        return inspect.signature(obj)
+
+
 class resolving(Generic[P, R]):
     """Wrap ``func`` so that its arguments are resolved before it runs.
 
@@ -145,9 +159,10 @@ class resolving(Generic[P, R]):
             return cast(R, unwrap(result, timeout=self.timeout))  # R is Any then
         return hand_off(result)
 
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return inspect.signature(self.func)
+    # The function's signature, for help() and IDEs; on the class itself,
+    # None, so that inspect reads the class's own (a property would be
+    # returned as is there, and inspect.signature(resolving) raised).
+    __signature__ = _Signature("func")
 
     def __repr__(self) -> str:
         return f"resolving({self.func!r})"
@@ -266,9 +281,7 @@ class _ResolvingLeaf(DelayedLeaf, Generic[P]):
     def __wrapped__(self) -> Any:
         return self.wrapper.func
 
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return inspect.signature(self.wrapper.func)
+    __signature__ = _Signature("wrapper", "func")
 
 
 def _as_passed(arg: Any) -> Any:
