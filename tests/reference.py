@@ -191,12 +191,15 @@ def same_step(a, b):
 
 
 def normalized(name):
-    """A name with the state of futures in it left out.
+    """A name with the state of futures and the keys of made Delayed left out.
 
     A dict value is named by its key's ``repr``, which for a future says its
     status: pending when unnest names it, finished when the reference does.
     """
     name = re.sub(r"<Future: [^<>]*?key: ([^<>]*)>", r"<Future key: \1>", name)
+    # A dict key that is a Delayed a computation made (below a .compute())
+    # has a key of its run: unnest's run and this one make others.
+    name = re.sub(r"Delayed\('[^']*'\)", "Delayed('*')", name)
     return re.sub(r"<Future at (0x[0-9a-f]+) state=[^<>]*>", r"<Future at \1>", name)
 
 
