@@ -431,3 +431,22 @@ def test_a_container_excused_inside_allow_failure_then_met_outside_raises():
     with pytest.raises(KeyError) as info:
         next(stream)
     assert info.value.__notes__[-1].endswith("at obj['b'].result()[0]")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a relay call excuses a failure inside allow_failure and the calling call completes "
+    "its node with the exception as a value: met again outside, it is not raised",
+)
+def test_a_relayed_excused_failure_then_met_outside_allow_failure_raises(mp_cluster):
+    from distributed import Client
+
+    with Client(mp_cluster, set_as_default=False) as own:  # no current client: a relay
+        bad = own.submit(fail, 1, pure=False)
+        later = concurrent.futures.Future()
+        stream = unnest.as_resolved({"a": unnest.allow_failure(done([bad])), "b": later})
+        assert next(stream)[0] == ("a",)
+        later.set_result([bad])
+        with pytest.raises(ZeroDivisionError) as info:
+            next(stream)
+        assert info.value.__notes__[-1].endswith("at obj['b'].result()[0]")
