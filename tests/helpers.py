@@ -8,6 +8,7 @@ reference.
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import threading
 
 import pytest
@@ -233,3 +234,21 @@ def bounded(fn, timeout):
         if not out.done():
             pytest.fail(f"the call did not return within {timeout} s")
         raise
+
+
+# -- Other engines' leftovers ----------------------------------------------------------
+
+
+def close_parsl_logs(directory):
+    """Close the log files Parsl left open under ``directory``.
+
+    Parsl's ``DataFlowKernel.cleanup`` unregisters its ``FileHandler``
+    without closing it, so its file is closed (with a ``ResourceWarning``)
+    whenever the handler is collected: in a later test, or at the end of the
+    run, where setup.cfg makes it an error.
+    """
+    import logging
+
+    for obj in gc.get_objects():
+        if isinstance(obj, logging.FileHandler) and obj.baseFilename.startswith(str(directory)):
+            obj.close()

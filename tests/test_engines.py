@@ -21,7 +21,7 @@ from pathlib import Path
 import dask
 import pytest
 from distributed import LocalCluster, get_client
-from helpers import in_thread, inc
+from helpers import close_parsl_logs, in_thread, inc
 
 import unnest
 from unnest._distributed import count_gathers
@@ -343,6 +343,7 @@ def parsl(request, tmp_path_factory):
     finally:
         dfk.cleanup()
         parsl.clear()
+        close_parsl_logs(run_dir)
 
 
 def parsl_apps(parsl):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import close_parsl_logs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 REQUIRED = os.environ.get("UNNEST_REQUIRE_ENGINES", "") not in ("", "0")
@@ -55,3 +56,4 @@ def test_the_examples_give_the_values_on_every_engine(monkeypatch, tmp_path):
             assert fan_out.mixed() == fan_out.MIXED
     finally:
         ray.shutdown()
+        close_parsl_logs(tmp_path)
