@@ -171,6 +171,22 @@ def check_register_container() -> None:
     unnest.register_container(Box, 42)  # type: ignore[call-overload]
 
 
+def check_register_placeholder(cf: concurrent.futures.Future[int]) -> None:
+    def box_future(box: Box) -> concurrent.futures.Future[int]:
+        return cf
+
+    # as_future is given back as it came, directly or decorated.
+    given = unnest.register_placeholder(Box, box_future)
+    assert_type(given(Box(1)), concurrent.futures.Future[int])
+
+    @unnest.register_placeholder(Box)
+    def as_future(box: Box) -> concurrent.futures.Future[int]:
+        return cf
+
+    assert_type(as_future(Box(1)), concurrent.futures.Future[int])
+    unnest.register_placeholder(Box, 42)  # type: ignore[call-overload]
+
+
 def check_quote() -> None:
     assert_type(unnest.quote([1]).obj, list[int])
     assert_type(unnest.allow_failure([1]).obj, list[int])
