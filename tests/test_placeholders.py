@@ -297,3 +297,14 @@ def test_blocking_as_resolved_of_an_asyncio_future_of_the_callers_loop_says_use_
         assert info.value.__notes__ == ["raised by the asyncio future at obj['a']"]
 
     asyncio.run(main())
+
+
+def test_asyncio_futures_beside_distributed_ones_in_unwrap_async(mp_client):
+    # The call runs on the client's loop, in another thread than the
+    # caller's loop, whose task it waits on through that loop.
+    async def main():
+        task = asyncio.ensure_future(asyncio.sleep(0.01, "slept"))
+        job = Job(asyncio.ensure_future(asyncio.sleep(0, "job")))
+        return await unnest.unwrap_async({"t": task, "f": mp_client.submit(inc, 1), "j": job})
+
+    assert asyncio.run(main()) == {"t": "slept", "f": 2, "j": "job"}
