@@ -8,6 +8,7 @@ module of its own; imports go one way, downwards::
     resolve  ->  _graph  ->  traverse          (what is inside what)
              ->  _wait_distributed  ->  _protocol  ->  _plugin (scheduler side)
              ->  _wait_local
+             ->  _placeholders  ->  _ray       (registered types; Ray's engine)
              ->  _runtime, _exceptions         (used by all; import nothing)
 
 * :mod:`unnest._graph` walks the input with an explicit stack and makes one
@@ -16,9 +17,12 @@ module of its own; imports go one way, downwards::
 * :mod:`unnest._wait_distributed` waits on futures and computes collections
   through one distributed client, on its loop; :mod:`unnest._wait_local`
   waits on ``concurrent.futures.Future`` objects and computes collections
-  with ``dask.compute`` when no client applies. Neither sleeps to wait:
-  completion callbacks and the client's own events drive everything (the one
-  timed retry, bounded, is a key the scheduler has not heard of yet).
+  with ``dask.compute`` when no client applies; :mod:`unnest._placeholders`
+  turns a registered type's object into a stand-in one of those waits on,
+  or hands it to the type's own engine (Ray's, :mod:`unnest._ray`). None
+  sleeps to wait: completion callbacks and the client's own events drive
+  everything (the one timed retry, bounded, is a key the scheduler has not
+  heard of yet).
 * :mod:`unnest._runtime` gives the loop, the task group and the boundary
   at which user code runs.
 
