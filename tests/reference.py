@@ -140,7 +140,14 @@ class WalkError(NamedTuple):
     in_input: bool
 
     def names(self):
-        return names(self.at) if isinstance(self.at, Spot) else link_names(self.at)
+        if isinstance(self.at, Spot):
+            return names(self.at)
+        found = link_names(self.at)
+        if self.why == "waiting for":
+            # unnest may name the cycle by the value met again, one step
+            # below the placeholder that waits for it: its .result() there.
+            found += [name + step for name in found for step in (".result()", ".compute()")]
+        return found
 
 
 BROKEN = type("Broken", (), {"__repr__": lambda self: "BROKEN"})()  # what an error leaves
