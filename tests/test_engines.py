@@ -15,6 +15,8 @@ import importlib
 import logging
 import operator
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -458,3 +460,11 @@ def test_prefect_results_read_from_storage(prefect, tmp_path):
             "a": {"stored": 5},
             "b": [{"stored": 6}],
         }
+
+
+@pytest.mark.parametrize("module", ["ray", "prefect", "parsl"])
+def test_importing_unnest_imports_no_engine(module):
+    engine(module)  # installed, and still not imported by unnest
+    code = f"import sys, unnest; print({module!r} in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
