@@ -12,6 +12,7 @@ blocking one.
 import asyncio
 import concurrent.futures
 import copy
+import sys
 import threading
 
 import dask
@@ -21,6 +22,9 @@ from helpers import inc, wait_event
 from strategies import done
 
 import unnest
+
+if sys.version_info < (3, 11):  # the backport unnest depends on there
+    from exceptiongroup import ExceptionGroup
 
 
 class Job:
@@ -308,3 +312,11 @@ def test_asyncio_futures_beside_distributed_ones_in_unwrap_async(mp_client):
         return await unnest.unwrap_async({"t": task, "f": mp_client.submit(inc, 1), "j": job})
 
     assert asyncio.run(main()) == {"t": "slept", "f": 2, "j": "job"}
+
+
+def test_errors_group_names_every_job():
+    jobs = {"a": Job(pool_failure(ValueError("one"))), "b": [Job(done(2)), Broken("raise")]}
+    with pytest.raises(ExceptionGroup) as info:
+        unnest.unwrap(jobs, errors="group")
+    notes = sorted(error.__notes__[0] for error in info.value.exceptions)
+    assert notes == ["raised by the Broken at obj['b'][1]", "raised by the Job at obj['a']"]
