@@ -450,3 +450,22 @@ def test_a_relayed_excused_failure_then_met_outside_allow_failure_raises(mp_clus
         with pytest.raises(ZeroDivisionError) as info:
             next(stream)
         assert info.value.__notes__[-1].endswith("at obj['b'].result()[0]")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the ordered feed's ranks (_Feed.order, by node) are not dropped when the call "
+    "ends: in the call's reference cycle they keep the user's futures until the next GC",
+)
+def test_an_ordered_stream_does_not_keep_the_futures_after_it_ends(mp_client):
+    import gc
+
+    watch_forgotten(mp_client)
+    gc.disable()
+    try:
+        future = mp_client.submit(inc, 1, pure=False)
+        assert list(unnest.as_resolved([future], ordered=True)) == [((0,), 2)]
+        del future
+        assert wait_forgotten(mp_client, made=1, timeout=10) == []
+    finally:
+        gc.enable()
