@@ -123,12 +123,33 @@ class Failure(NamedTuple):
         and this one make other keys.
         """
         out = []
-        for name in names(self.spot):
+        spot = self.spot
+        found = names(spot)
+        if spot.input_links and spot.value_links and _inside_allow(spot.input_links):
+            # Excused where the input holds it, the failure is raised where a
+            # value holds it again, outside: named there.
+            found += [n for link in spot.value_links for n in link_names(link) if n not in found]
+        for name in found:
             what = self.what
             if ".compute()" in name:
                 what = re.sub(r"'.*'$", "'*'", what)
             out.append(f"raised by {what} at {name}")
         return out
+
+
+def _inside_allow(links):
+    """Is one of ``links`` inside an ``allow_failure`` (following the input up)?"""
+    work, seen = list(links), set()
+    while work:
+        link = work.pop()
+        parent = link.parent
+        if parent is None or id(parent) in seen:
+            continue
+        seen.add(id(parent))
+        if isinstance(parent.obj, unnest.allow_failure):
+            return True
+        work.extend(parent.input_links or parent.value_links)
+    return False
 
 
 class WalkError(NamedTuple):
