@@ -89,6 +89,8 @@ def tests_engines(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", *tests, *session.posargs, env={"UNNEST_REQUIRE_ENGINES": "1"}
     )
+    # The engines' benchmark, small: it runs (its figures are not checked here).
+    session.run("python", "benchmarks/engines.py", "--quick")
 
 
 @nox.session
