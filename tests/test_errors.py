@@ -417,11 +417,6 @@ def test_group_and_allow_failure_through_a_relay(own_client):
 # -- found by testing issue 21 -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a container whose failure was excused inside allow_failure is memoized as done: "
-    "met again outside (in a later value), its failure is put in place, not raised",
-)
 def test_a_container_excused_inside_allow_failure_then_met_outside_raises():
     shared = [failed(KeyError("k"))]
     later = concurrent.futures.Future()
@@ -433,11 +428,17 @@ def test_a_container_excused_inside_allow_failure_then_met_outside_raises():
     assert info.value.__notes__[-1].endswith("at obj['b'].result()[0]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relay call excuses a failure inside allow_failure and the calling call completes "
-    "its node with the exception as a value: met again outside, it is not raised",
-)
+def test_a_container_excused_then_met_outside_is_in_the_group_once():
+    shared = [failed(KeyError("k"))]
+    later = concurrent.futures.Future()
+    stream = unnest.as_resolved({"a": unnest.allow_failure(shared), "b": later}, errors="group")
+    assert next(stream)[0] == ("a", 0)  # inside: the error in its place
+    later.set_result([shared, shared])  # twice, outside: one failure
+    with pytest.raises(ExceptionGroup) as info:
+        next(stream)
+    assert notes_of(info.value) == ["obj['b'].result()[0][0]"]
+
+
 def test_a_relayed_excused_failure_then_met_outside_allow_failure_raises(mp_cluster):
     from distributed import Client
 
@@ -452,11 +453,6 @@ def test_a_relayed_excused_failure_then_met_outside_allow_failure_raises(mp_clus
         assert info.value.__notes__[-1].endswith("at obj['b'].result()[0]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ordered feed's ranks (_Feed.order, by node) are not dropped when the call "
-    "ends: in the call's reference cycle they keep the user's futures until the next GC",
-)
 def test_an_ordered_stream_does_not_keep_the_futures_after_it_ends(mp_client):
     import gc
 

@@ -285,6 +285,10 @@ class Graph:
         self.allowing = False
         self.excused: set[Node] = set()  # failed nodes excused by allow_failure
         self.tainted: set[int] = set()  # ids of values that hold kept failures
+        # id of a value that holds an excused failure (a container rebuilt
+        # around one, to the allow_failure) -> the node that failed: met again
+        # outside every allow_failure, the failure counts there.
+        self.excusals: dict[int, Node] = {}
         self.memo: dict[int, Any] = {}  # a container's Node, or (obj, outcome)
         self.by_key: dict[Any, Node] = {}
         self.new: list[Node] = []
@@ -536,6 +540,10 @@ class Graph:
     def _pending_again(self, node: Node, parent: Node, pidx: int, stack: Any) -> Any:
         """``node`` met again: its value if done, else itself (cycle-checked)."""
         if node.state is DONE:
+            if self.excusals:
+                failed = self.excusals.get(id(node.value))
+                if failed is not None and not self._allowed_here(parent, stack):
+                    return self._excused_elsewhere(failed, node, parent, pidx, stack)
             return node.value
         if node.state is FAILED:
             # Under errors="raise", only a failure that was excused by its
@@ -585,6 +593,8 @@ class Graph:
             tainted = self.tainted
             if tainted and any(id(v) in tainted for _, v in frame.changes or ()):
                 tainted.add(id(value))
+            if self.excusals and frame.changes:
+                self._carry_excusal([v for _, v in frame.changes], value)
             return value
         node = Node(obj, frame.kind, rebuild, values, len(pending))
         for i, child in pending:
@@ -669,6 +679,7 @@ class Graph:
         if errors is RETURN or (self.allowing and excused(node)):
             if errors is not RETURN:
                 self.excused.add(node)
+                self.excusals[id(exc)] = node
             self._fill(node, exc)
             node.state = FAILED
             return None
@@ -686,6 +697,36 @@ class Graph:
         node.value = exc
         self.resolved += 1
         return exc
+
+    def _carry_excusal(self, parts: Any, value: Any) -> None:
+        """``value`` was built of ``parts``: it holds the excused failures they hold."""
+        excusals = self.excusals
+        for part in parts:
+            failed = excusals.get(id(part))
+            if failed is not None:
+                excusals.setdefault(id(value), failed)
+                return
+
+    def _excused_elsewhere(
+        self, failed: Node, node: Node, parent: Node, pidx: int, stack: Any
+    ) -> Any:
+        """``node``'s value holds ``failed``'s excused failure, met outside any allow_failure.
+
+        It counts here, named at its place below this one: raised
+        (``errors="raise"``), or kept for the group once (``"group"``).
+        """
+        below = _labels_down(node, failed)
+        exc = add_note(
+            detached(failed.value),
+            f"raised by {describe(failed)} at {self._place(parent, pidx, stack)}{below}",
+        )
+        if self.errors is RAISE:
+            raise exc
+        if failed in self.excused:
+            self.excused.discard(failed)  # kept once
+            self.failures.append(exc)
+        self.tainted.add(id(node.value))
+        return node.value
 
     def _allowed_here(self, parent: Node, stack: Any) -> bool:
         """Is the place being walked (``parent`` and the frames) inside an allow_failure?"""
@@ -726,6 +767,8 @@ class Graph:
                         raise rebuild_error(node.obj, where(node), e) from e
                     if tainted and any(id(v) in tainted for v in values):  # type: ignore[union-attr]
                         tainted.add(id(value))
+                    if self.excusals:
+                        self._carry_excusal(values, value)
                     # It stays the container's memo entry: met again, its
                     # value (a new pair per container here cost allocation
                     # and collection: benchmarks/run.py, finished_futures).
@@ -764,6 +807,7 @@ class Graph:
         # its engines refer to each other, and a placeholder must go with the
         # user's last reference, not with the next garbage collection.
         self.excused.clear()
+        self.excusals.clear()
         self.failures.clear()
         self.tainted.clear()
         self.root = Node(None, ROOT)
@@ -777,6 +821,21 @@ class Graph:
             if type(hit) is Node and type(hit.kind) is not Container and hit.state is PENDING
         ]
         return [node for node in nodes if node.parent is not None]
+
+
+def _labels_down(top: Node, node: Node) -> str:
+    """The steps from ``top`` down to ``node`` (one of its descendants), as Python."""
+    seen = set()
+    work: list[tuple[Node, list[str]]] = [(node, [])]
+    while work:
+        at, labels = work.pop()
+        if at is top:
+            return "".join(reversed(labels))
+        if id(at) in seen:
+            continue
+        seen.add(id(at))
+        work.extend((up, [*labels, _label(up, i)]) for up, i in parents(at))
+    return ""
 
 
 def excused(node: Node) -> bool:

@@ -400,8 +400,11 @@ class Call:
         def done(relayed: Node, value: Any) -> None:  # on the relay's loop
             mine = targets.get(relayed)
             if mine:
+                # A failure the relay excused (ours are excused: see items) is
+                # a failure here too, excused where ours is, and only there.
+                act = self._relay_excused if relayed in call.graph.excused else self._relayed
                 with contextlib.suppress(RuntimeError):  # our loop is closed: we ended
-                    loop.call_soon_threadsafe(self.guard(self._relayed), mine, value)
+                    loop.call_soon_threadsafe(self.guard(act), mine, value)
 
         def failed(relayed: Node, exc: BaseException | None) -> None:  # errors="group"
             mine = targets.get(relayed, [])
@@ -438,6 +441,11 @@ class Call:
     def _relayed(self, nodes: list[Node], value: Any) -> None:
         for node in nodes:
             self.complete(node, value)
+
+    def _relay_excused(self, nodes: list[Node], exc: BaseException) -> None:
+        """A relay call excused a failure at ``nodes`` (as is: no note yet)."""
+        for node in nodes:
+            self.fail(node, exc)
 
     def _relay_failed(self, nodes: list[Node], exc: BaseException) -> None:
         """A relay call kept a failure (noted in our terms) at ``nodes`` or inside."""

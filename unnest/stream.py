@@ -164,7 +164,10 @@ def _unset(item: Any) -> None:  # pragma: no cover  (a bug of ours if called)
 async def _drive(call: Call, feed: _Feed) -> None:
     """Run the call; its outcome goes on the queue last."""
     outcome = await call.run()
+    # The call and its feed refer to each other: what keeps nodes (and so
+    # the user's placeholders) goes now, not with the next collection.
     feed.watched = {}
+    feed.order = None
     feed.ready.clear()
     outcome.value = None  # the rebuilt structure: the stream hands on its parts only
     feed.put(outcome)
