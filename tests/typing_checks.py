@@ -189,4 +189,5 @@ def check_register_placeholder(cf: concurrent.futures.Future[int]) -> None:
 
 def check_quote() -> None:
     assert_type(unnest.quote([1]).obj, list[int])
+    assert_type(unnest.opaque([1]).obj, list[int])  # deprecated, still typed
     assert_type(unnest.allow_failure([1]).obj, list[int])

@@ -12,7 +12,7 @@ from unnest.stream import as_resolved, as_resolved_async
 from unnest.traverse import Key, allow_failure, quote, register_container, register_placeholder
 
 if TYPE_CHECKING:  # at run time, __getattr__ below: it warns
-    from unnest.traverse import quote as opaque  # noqa: F401
+    opaque = quote  # deprecated: unnest.quote
 
 __version__ = "0.1.0"
 
