@@ -153,7 +153,32 @@ _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _MISSING = object()
 
 
-class quote(Generic[T]):
+class _Marker(Generic[T]):
+    """A small value object around ``obj`` that tells the walk what to do with it."""
+
+    __slots__ = ("obj",)
+
+    obj: T
+
+    def __init__(self, obj: T) -> None:
+        self.obj = obj
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.obj!r})"
+
+    def __eq__(self, other: object) -> Any:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.obj is other.obj or self.obj == other.obj
+
+    def __hash__(self) -> int:
+        return hash(self.obj)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.obj,)
+
+
+class quote(_Marker[T]):
     """A value that :func:`unnest.unwrap` hands on as it is, without looking inside.
 
     ``unwrap`` (and the functions wrapped by :func:`unnest.resolving` and
@@ -190,29 +215,10 @@ class quote(Generic[T]):
     quote([1, 2])
     """
 
-    __slots__ = ("obj",)
-
-    obj: T
-
-    def __init__(self, obj: T) -> None:
-        self.obj = obj
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.obj!r})"
-
-    def __eq__(self, other: object) -> Any:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.obj is other.obj or self.obj == other.obj
-
-    def __hash__(self) -> int:
-        return hash(self.obj)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.obj,)
+    __slots__ = ()
 
 
-class allow_failure(Generic[T]):
+class allow_failure(_Marker[T]):
     """A branch whose failures take their place instead of ending the call.
 
     Inside ``obj``, to any depth -- placeholders in it and those that turn
@@ -243,26 +249,7 @@ class allow_failure(Generic[T]):
     {'good': 1024, 'maybe': [ValueError("invalid literal for int() with base 10: 'x'"), 1]}
     """
 
-    __slots__ = ("obj",)
-
-    obj: T
-
-    def __init__(self, obj: T) -> None:
-        self.obj = obj
-
-    def __repr__(self) -> str:
-        return f"allow_failure({self.obj!r})"
-
-    def __eq__(self, other: object) -> Any:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.obj is other.obj or self.obj == other.obj
-
-    def __hash__(self) -> int:
-        return hash(self.obj)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.obj,)
+    __slots__ = ()
 
 
 def _index_label(obj: Any, i: int) -> str:
