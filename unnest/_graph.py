@@ -590,11 +590,8 @@ class Graph:
                 value = rebuild(values)
             except Exception as e:
                 raise rebuild_error(obj, self._place(parent, pidx, stack), e) from e
-            tainted = self.tainted
-            if tainted and any(id(v) in tainted for _, v in frame.changes or ()):
-                tainted.add(id(value))
-            if self.excusals and frame.changes:
-                self._carry_excusal([v for _, v in frame.changes], value)
+            if (self.tainted or self.excusals) and frame.changes:
+                self._carry([v for _, v in frame.changes], value)
             return value
         node = Node(obj, frame.kind, rebuild, values, len(pending))
         for i, child in pending:
@@ -698,9 +695,15 @@ class Graph:
         self.resolved += 1
         return exc
 
-    def _carry_excusal(self, parts: Any, value: Any) -> None:
-        """``value`` was built of ``parts``: it holds the excused failures they hold."""
-        excusals = self.excusals
+    def _carry(self, parts: list[Any], value: Any) -> None:
+        """``value`` was built of ``parts``: it holds the failures they hold.
+
+        Kept ones (``tainted``) and excused ones (``excusals``), marked by id.
+        Called only while either is non-empty: nothing without failures.
+        """
+        tainted, excusals = self.tainted, self.excusals
+        if tainted and any(id(part) in tainted for part in parts):
+            tainted.add(id(value))
         for part in parts:
             failed = excusals.get(id(part))
             if failed is not None:
@@ -765,10 +768,8 @@ class Graph:
                         value = node.rebuild(values)
                     except Exception as e:
                         raise rebuild_error(node.obj, where(node), e) from e
-                    if tainted and any(id(v) in tainted for v in values):  # type: ignore[union-attr]
-                        tainted.add(id(value))
-                    if self.excusals:
-                        self._carry_excusal(values, value)
+                    if tainted or self.excusals:
+                        self._carry(values, value)  # type: ignore[arg-type]
                     # It stays the container's memo entry: met again, its
                     # value (a new pair per container here cost allocation
                     # and collection: benchmarks/run.py, finished_futures).
