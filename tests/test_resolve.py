@@ -22,6 +22,9 @@ from strategies import done
 import unnest
 import unnest._runtime
 
+if sys.version_info < (3, 11):  # the backport unnest depends on there
+    from exceptiongroup import ExceptionGroup
+
 # -- tasks (module level: workers import them by reference) -------------------
 
 _kept = []  # futures a producer keeps alive on its worker, for these tests only
@@ -697,3 +700,160 @@ def test_a_call_settled_by_its_walk_keeps_nothing(mp_client, paused_gc):
     keys = [f.key for f in futures]
     del futures, kept
     assert wait_forgotten(mp_client, keys) == []
+
+
+# -- the GC pause of a call with many placeholders ---------------------------------
+
+
+class Probe:
+    """A placeholder of ours whose conversion records the collector's state.
+
+    ``as_future`` runs on the call's loop once the walk has handed it on: in
+    the middle of the call.
+    """
+
+    def __init__(self, value, gate=None):
+        self.value = value
+        self.gate = gate  # a concurrent future its value waits for, if any
+        self.seen = None
+        self.converted = threading.Event()
+
+
+@unnest.register_placeholder(Probe)
+def _probe_future(probe):
+    probe.seen = (gc.isenabled(), unnest._runtime.gc_resumed.is_set())
+    probe.converted.set()
+    if probe.gate is not None:
+        return probe.gate
+    future = concurrent.futures.Future()
+    future.set_result(probe.value)
+    return future
+
+
+def many_done(n=unnest.resolve.GC_PAUSE_AT):
+    futures = [concurrent.futures.Future() for _ in range(n)]
+    for i, future in enumerate(futures):
+        future.set_result(i)
+    return futures
+
+
+@pytest.fixture
+def gc_on():
+    """The collector enabled during the test; every pause over after it."""
+    enabled = gc.isenabled()
+    gc.enable()
+    yield
+    assert unnest._runtime.gc_resumed.wait(10), "a pause outlived its call"
+    assert gc.isenabled()
+    if not enabled:
+        gc.disable()
+
+
+def test_a_call_with_many_placeholders_pauses_the_gc_until_it_ends(mp_client, gc_on):
+    probe = Probe("p")
+    futures = mp_client.map(inc, range(unnest.resolve.GC_PAUSE_AT), pure=False)
+    out = unnest.unwrap({"futures": futures, "probe": probe})
+    assert out == {"futures": list(range(1, len(futures) + 1)), "probe": "p"}
+    assert probe.seen == (False, False)
+    assert gc.isenabled()
+
+
+def test_a_small_call_pauses_the_gc_only_while_it_walks(mp_client, gc_on):
+    probe = Probe("p")
+    futures = mp_client.map(inc, range(10), pure=False)
+    assert unnest.unwrap([probe, futures])[0] == "p"
+    assert probe.seen == (True, True)
+
+
+@pytest.mark.parametrize("setting", [0, "0s"])
+def test_the_pause_is_off_with_a_zero_setting(setting, gc_on):
+    probe = Probe("p")
+    with dask.config.set({"unnest.gc-pause": setting}):
+        assert unnest.unwrap([probe, many_done()])[0] == "p"
+    assert probe.seen == (True, True)
+
+
+def test_a_value_that_reveals_many_placeholders_pauses_the_gc(gc_on):
+    probe = Probe("p")
+    outer = concurrent.futures.Future()
+    outer.set_result([many_done(), probe])
+    assert unnest.unwrap(outer)[1] == "p"
+    assert probe.seen == (False, False)
+
+
+@pytest.mark.timeout(60)
+def test_the_pause_ends_at_its_bound_while_the_call_still_waits(gc_on):
+    gate = concurrent.futures.Future()
+    probe = Probe(None, gate)
+    with (
+        dask.config.set({"unnest.gc-pause": "50ms"}),
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        call = pool.submit(unnest.unwrap, [probe, many_done()])
+        # The probe's conversion runs inside the call, once it is paused.
+        assert probe.converted.wait(30)
+        assert probe.seen == (False, False)
+        assert unnest._runtime.gc_resumed.wait(10), "the bound did not end the pause"
+        assert gc.isenabled() and not call.done()
+        gate.set_result("late")
+        assert call.result(timeout=30)[0] == "late"
+
+
+@pytest.mark.parametrize("how", ["error", "group", "timeout", "walk"])
+def test_the_gc_is_back_after_a_call_that_fails(how, gc_on):
+    failed = concurrent.futures.Future()
+    failed.set_exception(ZeroDivisionError("boom"))
+    never = concurrent.futures.Future()
+    args = {
+        "error": ([failed, many_done()], {}, ZeroDivisionError),
+        "group": ([failed, many_done()], {"errors": "group"}, ExceptionGroup),
+        "timeout": ([never, many_done()], {"timeout": 0.05}, TimeoutError),
+        "walk": (cyclic_with(many_done()), {}, ValueError),
+    }
+    obj, options, error = args[how]
+    with pytest.raises(error):
+        unnest.unwrap(obj, **options)
+    assert gc.isenabled()
+
+
+def cyclic_with(futures):
+    """A list that holds itself and a future that yields another future: a cycle."""
+    looped = []
+    outer = concurrent.futures.Future()
+    outer.set_result(looped)
+    looped.extend([outer, *futures])
+    return looped
+
+
+def test_a_users_gc_disable_outlasts_a_call(gc_on):
+    gc.disable()
+    try:
+        probe = Probe("p")
+        assert unnest.unwrap([probe, many_done()])[0] == "p"
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_an_async_call_cancelled_resumes_the_gc(gc_on):
+    probe = Probe(None, concurrent.futures.Future())  # never done
+
+    async def main():
+        task = asyncio.ensure_future(unnest.unwrap_async([probe, many_done()]))
+        converted = asyncio.get_running_loop().run_in_executor(None, probe.converted.wait, 30)
+        assert await converted  # the call is paused and waits
+        assert probe.seen == (False, False)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert gc.isenabled()
+
+
+def test_a_stream_pauses_the_gc_only_while_it_walks(gc_on):
+    probe = Probe("p")
+    with unnest.as_resolved([probe, many_done()]) as pairs:
+        for _ in pairs:
+            pass
+    assert probe.seen == (True, True)

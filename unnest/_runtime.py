@@ -31,6 +31,7 @@ import gc
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -300,6 +301,105 @@ def seceded() -> contextlib.AbstractContextManager[None]:
     return seceded_in_task()
 
 
+# The cyclic garbage collector, paused.
+#
+# A call allocates an object or two per pending container and placeholder
+# (its graph), and the rebuilt containers; CPython starts a young collection
+# every 700 allocations, and every collection scans every young object that is
+# still alive. A call's graph lives as long as the call: resolving 10,000
+# nested finished futures, the collections triggered by the fetch's own
+# allocations scanned it again and again -- 60 ms of young collections where a
+# bare gather of the same keys spent 10 (benchmarks/run.py, the rows against
+# the bare scheduler gather). Paused, the graph dies with the call without
+# ever being scanned, and the collections that would have run meanwhile merge
+# into one.
+#
+# Pauses nest and overlap across threads: the first one disables the
+# collector if it was enabled, the last one ends re-enables it, so a user's own
+# gc.disable() before the first is respected. A pause of a call is bounded
+# (``unnest.gc-pause``): a daemon thread ends it when the time is up, whatever
+# the call's loop is doing, so a long wait never holds the collector off.
+
+_gc_lock = threading.Lock()
+_gc_pauses: dict[object, float] = {}  # pause -> its deadline (inf: none)
+_gc_resume = False  # the collector was enabled when the first pause began
+_gc_watchdog: list[threading.Condition] = []  # the deadline thread, once started
+gc_resumed = threading.Event()  # set while no pause is on (tests wait on it)
+gc_resumed.set()
+
+
+def pause_gc(seconds: float | None = None) -> object:
+    """Start a pause of the cyclic GC; return its token for :func:`resume_gc`.
+
+    ``seconds``: the pause ends by itself after that long (a daemon thread
+    ends it); None: only :func:`resume_gc` ends it.
+    """
+    global _gc_resume
+    token = object()
+    with _gc_lock:
+        if not _gc_pauses:
+            _gc_resume = gc.isenabled()
+            gc.disable()
+            gc_resumed.clear()
+        deadline = float("inf")
+        if seconds is not None:
+            deadline = time.monotonic() + seconds
+        _gc_pauses[token] = deadline
+        if seconds is not None:
+            _watch_gc().notify()
+    return token
+
+
+def resume_gc(token: object) -> None:
+    """End the pause ``token`` (again: nothing); the last one re-enables the GC."""
+    with _gc_lock:
+        _end_pause(token)
+
+
+def _end_pause(token: object) -> None:
+    if _gc_pauses.pop(token, None) is not None and not _gc_pauses:
+        if _gc_resume:
+            gc.enable()
+        gc_resumed.set()
+
+
+def _watch_gc() -> threading.Condition:
+    """The condition the deadline thread waits on (started on first use; under the lock)."""
+    if not _gc_watchdog:
+        wake = threading.Condition(_gc_lock)
+        _gc_watchdog.append(wake)
+        threading.Thread(target=_gc_deadlines, args=(wake,), name="unnest-gc", daemon=True).start()
+    return _gc_watchdog[0]
+
+
+def _gc_deadlines(wake: threading.Condition) -> None:
+    with wake:
+        while True:
+            now = time.monotonic()
+            for token, deadline in list(_gc_pauses.items()):
+                if deadline <= now:
+                    _end_pause(token)
+            nearest = min(_gc_pauses.values(), default=float("inf"))
+            wake.wait(None if nearest == float("inf") else nearest - now)
+
+
+def _gc_after_fork() -> None:
+    # The child has no deadline thread and none of the parent's calls: its
+    # collector is back as it was before the first pause.
+    global _gc_lock
+    _gc_lock = threading.Lock()
+    _gc_watchdog.clear()
+    if _gc_pauses:
+        _gc_pauses.clear()
+        if _gc_resume:
+            gc.enable()
+    gc_resumed.set()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_gc_after_fork)
+
+
 @contextlib.contextmanager
 def no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector during a burst of allocations.
@@ -308,16 +408,19 @@ def no_gc() -> Iterator[None]:
     allocations start a collection, and the older generations' collections
     scan every object in the process: the walk of many nested futures is
     several times faster with it paused (benchmarks/run.py,
-    finished_futures). Only re-enabled if it was enabled (a user's
-    gc.disable() is respected).
+    finished_futures). A pause as :func:`pause_gc`'s (a user's gc.disable()
+    is respected).
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    token = pause_gc()
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        resume_gc(token)
+
+
+def gc_pause_seconds() -> float:
+    """How long a call with many placeholders may keep the GC paused (``unnest.gc-pause``)."""
+    return config_seconds("unnest.gc-pause", "1s")
 
 
 # ---------------------------------------------------------------------------

@@ -49,6 +49,10 @@ Invariants
 * A blocking ``unwrap`` inside a worker task secedes from the worker's thread
   pool while it waits and rejoins after, so a one-thread worker can run the
   tasks it waits for.
+* A call with :data:`GC_PAUSE_AT` placeholders or more pauses the cyclic GC
+  from its walk to its end (bounded by ``unnest.gc-pause``; see
+  :mod:`unnest._runtime`), and ends the pause only once its graph is cleared:
+  the graph is never scanned, and a pause never outlives its call.
 """
 
 from __future__ import annotations
@@ -73,10 +77,12 @@ from unnest._runtime import (
     current_client,
     distributed,
     distributed_scheduler,
+    gc_pause_seconds,
     guarded,
     in_loop_thread,
-    no_gc,
+    pause_gc,
     private_loop,
+    resume_gc,
     run_blocking,
     run_elsewhere,
     seceded,
@@ -106,6 +112,12 @@ __all__ = ["ForgottenFutureError", "unwrap", "unwrap_async", "unwrap_or_wait"]
 
 T = TypeVar("T")
 
+# A call that has discovered this many placeholders pauses the cyclic GC
+# until it ends, for at most ``unnest.gc-pause`` (see unnest._runtime): its
+# graph then dies with it, never scanned. A smaller one pauses only while it
+# walks, as before: its graph costs the collector little.
+GC_PAUSE_AT = 1_000
+
 #: What a placeholder's failure does to a call: the ``errors=`` option.
 ErrorPolicy = Literal["raise", "return", "group"]
 
@@ -118,6 +130,10 @@ class Call:
     # Under errors="group", the call ends with the group of its failures
     # (False for a relay call: its caller keeps them).
     raises_group = True
+
+    # Pauses the GC while it runs, once it is big (False for a stream: the
+    # user's own code runs between its items, in the same process).
+    pauses_gc = True
 
     def __init__(
         self,
@@ -146,13 +162,19 @@ class Call:
         # Placeholders of a client whose loop is not the call's, found by the
         # last start(): resolved by one relay call per client and batch.
         self.elsewhere: dict[Any, list[Node]] = {}
+        self.gc_pause: object | None = None  # this call's pause of the GC, if any
 
     # -- before running: the walk of the input -----------------------------------
 
     def begin(self, obj: Any) -> Any:
         """Walk the input; return its value, or ``self.graph.root`` if pending."""
-        with no_gc():
+        walking = pause_gc()
+        try:
             out = self.graph.walk_input(obj)
+            if out is self.graph.root:
+                self.pause_gc()  # before the walk's pause ends: no collection between
+        finally:
+            resume_gc(walking)
         if out is SAME:
             return obj
         if out is not self.graph.root:
@@ -166,6 +188,19 @@ class Call:
             elif any(node.kind is COLLECTION for node in self.graph.new):
                 self.client = distributed_scheduler()
         return out
+
+    def pause_gc(self) -> None:
+        """Pause the GC for the rest of the call, once it has many placeholders."""
+        if self.pauses_gc and self.gc_pause is None and self.graph.discovered >= GC_PAUSE_AT:
+            seconds = gc_pause_seconds()
+            if seconds > 0:
+                self.gc_pause = pause_gc(seconds)
+
+    def resume_gc(self) -> None:
+        """End this call's pause of the GC, if it took one (again: nothing)."""
+        if self.gc_pause is not None:
+            resume_gc(self.gc_pause)
+            self.gc_pause = None
 
     def check_client(self) -> None:
         """A ValueError if the client this call must run on is closed."""
@@ -249,6 +284,7 @@ class Call:
             # so the placeholders it kept (the user's futures among them) go
             # with the user's last reference, not with the next GC.
             self.graph.clear()
+            self.resume_gc()  # after the graph is gone: it is never scanned
         return Outcome(value, error)
 
     @property
@@ -276,6 +312,8 @@ class Call:
 
     def start(self) -> None:
         """Hand every placeholder discovered since the last call to its engine."""
+        if self.gc_pause is None:
+            self.pause_gc()  # values revealed many placeholders
         collections = []
         for node in self.graph.take_new():
             kind = node.kind
@@ -506,7 +544,11 @@ def open_call(call: Call, obj: Any) -> Any:
     """
     out = call.begin(obj)
     if out is call.graph.root:
-        call.check_client()
+        try:
+            call.check_client()
+        except BaseException:
+            call.resume_gc()
+            raise
     else:
         # Settled by the walk (a quote unwrapped, finished concurrent
         # futures): the call never runs, so run()'s end never clears its
@@ -737,6 +779,7 @@ def unwrap(
         return out
     loop = call.target_loop() or private_loop()
     if in_loop_thread(loop):
+        call.resume_gc()
         raise loop_thread_error(call.client)
     with seceded():
         if report is None:

@@ -89,6 +89,7 @@ NEW, RUNNING, ENDED = _Phase
 
 class _StreamCall(Call):
     name = "as_resolved"
+    pauses_gc = False  # the user's code runs between the items
 
 
 class _Closed(Exception):

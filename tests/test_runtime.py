@@ -1,0 +1,103 @@
+"""The GC pause of unnest._runtime: nesting, deadlines, a user's own setting, fork."""
+
+import gc
+import os
+import threading
+
+import pytest
+
+from unnest import _runtime
+from unnest._runtime import gc_resumed, no_gc, pause_gc, resume_gc
+
+
+@pytest.fixture
+def gc_on():
+    """The collector enabled, as in most processes; restored after."""
+    enabled = gc.isenabled()
+    gc.enable()
+    yield
+    assert gc_resumed.is_set(), "a pause outlived its test"
+    if not enabled:
+        gc.disable()
+
+
+def test_pauses_nest_and_the_last_to_end_resumes(gc_on):
+    outer = pause_gc()
+    assert not gc.isenabled() and not gc_resumed.is_set()
+    with no_gc():
+        inner = pause_gc()
+        assert not gc.isenabled()
+    resume_gc(outer)  # ended before the inner one: the inner one still holds
+    assert not gc.isenabled()
+    resume_gc(inner)
+    assert gc.isenabled() and gc_resumed.is_set()
+    resume_gc(inner)  # again: nothing
+    assert gc.isenabled()
+
+
+def test_a_users_gc_disable_is_respected(gc_on):
+    gc.disable()
+    try:
+        token = pause_gc(seconds=0)
+        assert gc_resumed.wait(10)  # ended by its deadline
+        resume_gc(token)
+        with no_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.timeout(30)
+def test_a_pause_ends_at_its_deadline_without_its_owner(gc_on):
+    token = pause_gc(seconds=0.05)
+    assert not gc.isenabled()
+    assert gc_resumed.wait(10), "the deadline thread did not end the pause"
+    assert gc.isenabled()
+    resume_gc(token)  # its owner, later: nothing
+    assert gc.isenabled()
+
+
+@pytest.mark.timeout(30)
+def test_a_deadline_ends_its_own_pause_and_no_other(gc_on):
+    held = pause_gc()
+    pause_gc(seconds=0.01)  # never resumed by its owner
+    with _runtime._gc_lock:  # the deadline thread cannot end anything meanwhile
+        assert len(_runtime._gc_pauses) == 2
+    resume_gc(held)
+    # The timed pause ended at its deadline, the held one when resumed: only
+    # then is the collector back.
+    assert gc_resumed.wait(10)
+    assert gc.isenabled()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+@pytest.mark.timeout(60)
+def test_a_child_forked_during_a_pause_has_its_gc_back(gc_on):
+    token = pause_gc()
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, and never return into pytest
+            try:
+                ok = gc.isenabled() and gc_resumed.is_set()
+                again = pause_gc(seconds=0.01)
+                ok = ok and not gc.isenabled() and gc_resumed.wait(10) and gc.isenabled()
+                resume_gc(again)
+                os.write(write, b"1" if ok else b"0")
+            finally:
+                os._exit(0)
+        os.close(write)
+        answer = os.read(read, 1)
+        os.waitpid(pid, 0)
+        os.close(read)
+    finally:
+        resume_gc(token)
+    assert answer == b"1", "the child's GC was not back, or pauses did not work there"
+
+
+def test_the_deadline_thread_is_a_daemon(gc_on):
+    token = pause_gc(seconds=60)
+    resume_gc(token)
+    threads = [t for t in threading.enumerate() if t.name == "unnest-gc"]
+    assert threads and all(t.daemon for t in threads)
