@@ -857,3 +857,44 @@ def test_a_stream_pauses_the_gc_only_while_it_walks(gc_on):
         for _ in pairs:
             pass
     assert probe.seen == (True, True)
+
+
+@pytest.mark.parametrize("setting", [None, "0ms"])
+def test_a_none_or_zero_pause_setting_turns_it_off(setting, gc_on):
+    probe = Probe("p")
+    with dask.config.set({"unnest.gc-pause": setting}):
+        assert unnest.unwrap([probe, many_done()])[0] == "p"
+    assert probe.seen == (True, True)
+
+
+def test_the_gc_is_back_when_the_futures_client_is_closed(mp_cluster, gc_on):
+    with Client(mp_cluster) as other:
+        futures = other.map(inc, range(unnest.resolve.GC_PAUSE_AT), pure=False)
+        other.gather(futures)
+    with pytest.raises(ValueError, match="client"):
+        unnest.unwrap(futures)
+    assert gc.isenabled() and unnest._runtime.gc_resumed.is_set()
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_an_async_call_cancelled_twice_resumes_the_gc(mp_cluster, steps, gc_on):
+    # asyncio.timeout and task groups cancel again: the second cancellation
+    # landed in the call's cleanup and skipped the end of its pause.
+    async def main():
+        async with Client(mp_cluster.scheduler_address, asynchronous=True) as c:
+            futures = c.map(inc, range(unnest.resolve.GC_PAUSE_AT), pure=False)
+            await c.gather(futures)
+            probe = Probe(None, concurrent.futures.Future())  # never done
+            task = asyncio.ensure_future(unnest.unwrap_async([probe, futures]))
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, probe.converted.wait, 30)
+            assert probe.seen == (False, False)
+            task.cancel()
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert gc.isenabled() and unnest._runtime.gc_resumed.is_set()
+
+    asyncio.run(main())

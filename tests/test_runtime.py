@@ -101,3 +101,23 @@ def test_the_deadline_thread_is_a_daemon(gc_on):
     resume_gc(token)
     threads = [t for t in threading.enumerate() if t.name == "unnest-gc"]
     assert threads and all(t.daemon for t in threads)
+
+
+def test_a_lost_untimed_pause_ends_at_the_next_pause_after_its_backstop(gc_on, monkeypatch):
+    # As when an interrupt lands between a walk's pause and the walk holding
+    # its token: nobody will resume it.
+    monkeypatch.setattr(_runtime, "GC_BACKSTOP", 0.0)
+    pause_gc()
+    assert not gc.isenabled()
+    monkeypatch.setattr(_runtime, "GC_BACKSTOP", 60.0)
+    with no_gc():
+        pass
+    assert gc.isenabled() and gc_resumed.is_set()
+
+
+@pytest.mark.timeout(30)
+def test_a_bound_of_years_leaves_the_deadline_thread_working(gc_on):
+    years = pause_gc(seconds=1e12)  # above what Condition.wait takes at once
+    pause_gc(seconds=0.05)
+    resume_gc(years)
+    assert gc_resumed.wait(10), "the deadline thread no longer ends pauses"

@@ -234,17 +234,32 @@ def submit(
     """Run ``coro`` on ``loop`` (another thread's).
 
     Returns its future, and a future that is done once ``coro`` has ended
-    -- cleanup included, even when cancelling made the first one done early.
+    -- cleanup included, even when cancelling made the first one done early,
+    and at once when the cancel came before ``coro`` started (it then never
+    runs: its task is cancelled before its first step).
     """
     finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+    started = False
+
+    def end() -> None:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            finished.set_result(None)
 
     async def main() -> Any:
+        nonlocal started
+        started = True
         try:
             return await coro
         finally:
-            finished.set_result(None)
+            end()
 
-    return asyncio.run_coroutine_threadsafe(main(), loop), finished
+    def cancelled_early(future: concurrent.futures.Future[Any]) -> None:
+        if future.cancelled() and not started:
+            end()
+
+    future = asyncio.run_coroutine_threadsafe(main(), loop)
+    future.add_done_callback(cancelled_early)
+    return future, finished
 
 
 def run_blocking(
@@ -261,8 +276,12 @@ def run_blocking(
     due) and ``tick()``, called in this thread while it waits; what it
     raises interrupts the wait.
     """
-    future, finished = submit(coro, loop)
+    pair = None
     try:
+        # In the try: an interrupt right after the coroutine is scheduled
+        # still cancels it (else it would run on, its caller gone).
+        pair = submit(coro, loop)
+        future = pair[0]
         if tick is None:
             return future.result()
         while True:
@@ -273,9 +292,9 @@ def run_blocking(
                     raise
             tick.tick()
     except BaseException:
-        if not future.done():
-            future.cancel()
-            concurrent.futures.wait([finished], CLEANUP_WAIT)
+        if pair is not None and not pair[0].done():
+            pair[0].cancel()
+            concurrent.futures.wait([pair[1]], CLEANUP_WAIT)
         raise
 
 
@@ -286,7 +305,7 @@ async def run_elsewhere(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEv
     cleanup awaited for up to :data:`CLEANUP_WAIT` seconds before the
     cancellation propagates.
     """
-    future, finished = submit(coro, loop)
+    future, finished = submit(coro, loop)  # no await before the try: not cancelled between
     try:
         return await asyncio.wrap_future(future)
     except asyncio.CancelledError:
@@ -321,39 +340,61 @@ def seceded() -> contextlib.AbstractContextManager[None]:
 # the call's loop is doing, so a long wait never holds the collector off.
 
 _gc_lock = threading.Lock()
-_gc_pauses: dict[object, float] = {}  # pause -> its deadline (inf: none)
+_gc_pauses: dict[object, float] = {}  # pause -> its deadline
 _gc_resume = False  # the collector was enabled when the first pause began
 _gc_watchdog: list[threading.Condition] = []  # the deadline thread, once started
+_gc_next = [float("inf")]  # the deadline the thread sleeps until
 gc_resumed = threading.Event()  # set while no pause is on (tests wait on it)
 gc_resumed.set()
+
+# The end of a pause its owner ends itself (a walk), should an interrupt land
+# between the pause's start and its owner holding the token: checked by the
+# next pause or resume (no thread for these: a walk's pause costs none).
+GC_BACKSTOP = 60.0
 
 
 def pause_gc(seconds: float | None = None) -> object:
     """Start a pause of the cyclic GC; return its token for :func:`resume_gc`.
 
-    ``seconds``: the pause ends by itself after that long (a daemon thread
-    ends it); None: only :func:`resume_gc` ends it.
+    ``seconds``: it ends by itself after that long, whatever its owner does (a
+    daemon thread, ``unnest-gc``, started on the first such pause, ends it).
+    None: meant to be ended by :func:`resume_gc`; after :data:`GC_BACKSTOP`
+    seconds the next pause or resume ends it.
     """
     global _gc_resume
     token = object()
+    now = time.monotonic()
     with _gc_lock:
+        if now >= _gc_next[0]:
+            _expire(now)
         if not _gc_pauses:
             _gc_resume = gc.isenabled()
             gc.disable()
             gc_resumed.clear()
-        deadline = float("inf")
-        if seconds is not None:
-            deadline = time.monotonic() + seconds
+        deadline = now + (GC_BACKSTOP if seconds is None else seconds)
         _gc_pauses[token] = deadline
-        if seconds is not None:
-            _watch_gc().notify()
+        if deadline < _gc_next[0]:
+            _gc_next[0] = deadline
+            if seconds is not None:  # sooner than the thread would wake: tell it
+                _watch_gc().notify()
     return token
 
 
 def resume_gc(token: object) -> None:
     """End the pause ``token`` (again: nothing); the last one re-enables the GC."""
+    now = time.monotonic()
     with _gc_lock:
         _end_pause(token)
+        if now >= _gc_next[0]:
+            _expire(now)
+
+
+def _expire(now: float) -> None:
+    """End the pauses whose deadline has passed (under the lock)."""
+    for token, deadline in list(_gc_pauses.items()):
+        if deadline <= now:
+            _end_pause(token)
+    _gc_next[0] = min(_gc_pauses.values(), default=float("inf"))
 
 
 def _end_pause(token: object) -> None:
@@ -376,19 +417,23 @@ def _gc_deadlines(wake: threading.Condition) -> None:
     with wake:
         while True:
             now = time.monotonic()
-            for token, deadline in list(_gc_pauses.items()):
-                if deadline <= now:
-                    _end_pause(token)
-            nearest = min(_gc_pauses.values(), default=float("inf"))
-            wake.wait(None if nearest == float("inf") else nearest - now)
+            _expire(now)
+            # A bound of years is waited for in steps (wait() has a maximum).
+            wake.wait(min(_gc_next[0] - now, 3600.0))
 
 
 def _gc_after_fork() -> None:
     # The child has no deadline thread and none of the parent's calls: its
-    # collector is back as it was before the first pause.
-    global _gc_lock
-    _gc_lock = threading.Lock()
+    # collector is back as it was before the first pause. The fork happened
+    # with the lock held (before=), so the state is whole: no pause half made.
+    # The locks are made anew, as the standard library does for its own
+    # (another thread of the parent may have held the event's).
+    for made in (_gc_lock, gc_resumed):
+        reinit = getattr(made, "_at_fork_reinit", None)  # CPython 3.9+
+        if reinit is not None:
+            reinit()
     _gc_watchdog.clear()
+    _gc_next[0] = float("inf")
     if _gc_pauses:
         _gc_pauses.clear()
         if _gc_resume:
@@ -397,7 +442,9 @@ def _gc_after_fork() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_gc_after_fork)
+    os.register_at_fork(
+        before=_gc_lock.acquire, after_in_parent=_gc_lock.release, after_in_child=_gc_after_fork
+    )
 
 
 @contextlib.contextmanager
@@ -419,7 +466,14 @@ def no_gc() -> Iterator[None]:
 
 
 def gc_pause_seconds() -> float:
-    """How long a call with many placeholders may keep the GC paused (``unnest.gc-pause``)."""
+    """How long a call with many placeholders may keep the GC paused (``unnest.gc-pause``).
+
+    0 (also ``None``): no pause.
+    """
+    import dask
+
+    if dask.config.get("unnest.gc-pause", "1s") is None:
+        return 0.0
     return config_seconds("unnest.gc-pause", "1s")
 
 

@@ -173,21 +173,36 @@ class Call:
             out = self.graph.walk_input(obj)
             if out is self.graph.root:
                 self.pause_gc()  # before the walk's pause ends: no collection between
+                self._decide_client()
+        except BaseException:
+            self.resume_gc()  # the call will not run
+            raise
         finally:
             resume_gc(walking)
         if out is SAME:
             return obj
-        if out is not self.graph.root:
-            return out
-        # Decide the primary client now: it decides which loop drives the wait.
-        if self.client is None:
-            futures = [node.obj for node in self.graph.new if node.kind is FUTURE]
-            if futures:
-                bound = [f for f in futures if owner(f) is not None]
-                self.primary((bound or futures)[0])
-            elif any(node.kind is COLLECTION for node in self.graph.new):
-                self.client = distributed_scheduler()
         return out
+
+    def _decide_client(self) -> None:
+        """Decide the primary client now: it decides which loop drives the wait.
+
+        The first bound future's client, else the first future's rule (see
+        :meth:`primary`); for collections alone, the scheduler dask uses.
+        """
+        if self.client is not None:
+            return
+        first = None
+        for node in self.graph.new:
+            if node.kind is FUTURE:
+                if owner(node.obj) is not None:
+                    first = node.obj
+                    break
+                if first is None:
+                    first = node.obj
+        if first is not None:
+            self.primary(first)
+        elif any(node.kind is COLLECTION for node in self.graph.new):
+            self.client = distributed_scheduler()
 
     def pause_gc(self) -> None:
         """Pause the GC for the rest of the call, once it has many placeholders."""
@@ -197,10 +212,22 @@ class Call:
                 self.gc_pause = pause_gc(seconds)
 
     def resume_gc(self) -> None:
-        """End this call's pause of the GC, if it took one (again: nothing)."""
+        """End this call's pause of the GC, if it took one; it takes no other."""
+        self.pauses_gc = False
         if self.gc_pause is not None:
             resume_gc(self.gc_pause)
             self.gc_pause = None
+
+    def abandon(self, loop: asyncio.AbstractEventLoop | None, error: BaseException) -> None:
+        """Its caller is gone (interrupted): end the call, if it runs, from any thread.
+
+        For a run that started although its caller was interrupted before it
+        could cancel it (between scheduling the run and holding its future).
+        """
+        self.resume_gc()
+        if loop is not None and not in_loop_thread(loop):
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(self.guard(self.end), error)
 
     def check_client(self) -> None:
         """A ValueError if the client this call must run on is closed."""
@@ -270,21 +297,23 @@ class Call:
                     self.end(TimeoutError(self._timeout_message()))
         finally:
             self.ended = True
-            await self.group.aclose()
-            if self.remote is not None:
-                await self.remote.aclose()
-            self.local.close()
-            await self.placeholders.aclose()
-            error, self.error = self.error, None
-            graph = self.graph
-            if error is None and graph.failures and self.raises_group:
-                error = failure_group(self.name, graph.failures, graph.discovered)
-            value = graph.root.value if error is None else None
-            # The call and its waiters refer to each other: drop the graph now,
-            # so the placeholders it kept (the user's futures among them) go
-            # with the user's last reference, not with the next GC.
-            self.graph.clear()
-            self.resume_gc()  # after the graph is gone: it is never scanned
+            try:
+                await self.group.aclose()
+                if self.remote is not None:
+                    await self.remote.aclose()
+                self.local.close()
+                await self.placeholders.aclose()
+                error, self.error = self.error, None
+                graph = self.graph
+                if error is None and graph.failures and self.raises_group:
+                    error = failure_group(self.name, graph.failures, graph.discovered)
+                value = graph.root.value if error is None else None
+            finally:  # also when a second cancellation cuts the cleanup short
+                # The call and its waiters refer to each other: drop the graph
+                # now, so the placeholders it kept (the user's futures among
+                # them) go with the user's last reference, not with the next GC.
+                self.graph.clear()
+                self.resume_gc()  # after the graph is gone: it is never scanned
         return Outcome(value, error)
 
     @property
@@ -466,7 +495,11 @@ class Call:
         else:
             for relayed in call.graph.new:
                 targets[relayed] = [node for node in nodes if node.obj is relayed.obj]
-            outcome = await run_elsewhere(call.run(), client.loop.asyncio_loop)
+            try:
+                outcome = await run_elsewhere(call.run(), client.loop.asyncio_loop)
+            except BaseException as e:
+                call.abandon(client.loop.asyncio_loop, e)
+                raise
             if outcome.error is not None:
                 self.end(outcome.error)
                 return
@@ -777,15 +810,19 @@ def unwrap(
         if report is not None:
             report.finish(call.graph)
         return out
-    loop = call.target_loop() or private_loop()
-    if in_loop_thread(loop):
-        call.resume_gc()
-        raise loop_thread_error(call.client)
-    with seceded():
-        if report is None:
-            outcome = run_blocking(call.run(), loop)
-        else:
-            outcome = report.blocking(call.run(), loop, call.graph)
+    loop = None
+    try:
+        loop = call.target_loop() or private_loop()
+        if in_loop_thread(loop):
+            raise loop_thread_error(call.client)
+        with seceded():
+            if report is None:
+                outcome = run_blocking(call.run(), loop)
+            else:
+                outcome = report.blocking(call.run(), loop, call.graph)
+    except BaseException as e:
+        call.abandon(loop, e)
+        raise
     return outcome.unwrap()
 
 
@@ -886,14 +923,19 @@ async def unwrap_async(
         if report is not None:
             await report.afinish(call.graph)
         return out
-    loop = call.target_loop()
-    if loop is not None and in_loop_thread(loop):
-        loop = None
-    run = call.run() if loop is None else run_elsewhere(call.run(), loop)
-    if report is None:
-        outcome = await run
-    else:
-        outcome = await report.awaiting(run, call.graph, call.end, loop)
+    loop = None
+    try:
+        loop = call.target_loop()
+        if loop is not None and in_loop_thread(loop):
+            loop = None
+        run = call.run() if loop is None else run_elsewhere(call.run(), loop)
+        if report is None:
+            outcome = await run
+        else:
+            outcome = await report.awaiting(run, call.graph, call.end, loop)
+    except BaseException as e:
+        call.abandon(loop, e)
+        raise
     return outcome.unwrap()
 
 
