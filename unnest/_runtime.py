@@ -472,9 +472,9 @@ def gc_pause_seconds() -> float:
     """
     import dask
 
-    if dask.config.get("unnest.gc-pause", "1s") is None:
+    if dask.config.get("unnest.gc-pause", "5s") is None:
         return 0.0
-    return config_seconds("unnest.gc-pause", "1s")
+    return config_seconds("unnest.gc-pause", "5s")
 
 
 # ---------------------------------------------------------------------------
