@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from unnest import _runtime
-from unnest._runtime import gc_resumed, no_gc, pause_gc, resume_gc
+from unnest._runtime import no_gc, pause_gc, resume_gc
 
 
 @pytest.fixture
@@ -16,21 +16,21 @@ def gc_on():
     enabled = gc.isenabled()
     gc.enable()
     yield
-    assert gc_resumed.is_set(), "a pause outlived its test"
+    assert _runtime.gc_resumed.is_set(), "a pause outlived its test"
     if not enabled:
         gc.disable()
 
 
 def test_pauses_nest_and_the_last_to_end_resumes(gc_on):
     outer = pause_gc()
-    assert not gc.isenabled() and not gc_resumed.is_set()
+    assert not gc.isenabled() and not _runtime.gc_resumed.is_set()
     with no_gc():
         inner = pause_gc()
         assert not gc.isenabled()
     resume_gc(outer)  # ended before the inner one: the inner one still holds
     assert not gc.isenabled()
     resume_gc(inner)
-    assert gc.isenabled() and gc_resumed.is_set()
+    assert gc.isenabled() and _runtime.gc_resumed.is_set()
     resume_gc(inner)  # again: nothing
     assert gc.isenabled()
 
@@ -39,7 +39,7 @@ def test_a_users_gc_disable_is_respected(gc_on):
     gc.disable()
     try:
         token = pause_gc(seconds=0)
-        assert gc_resumed.wait(10)  # ended by its deadline
+        assert _runtime.gc_resumed.wait(10)  # ended by its deadline
         resume_gc(token)
         with no_gc():
             pass
@@ -52,7 +52,7 @@ def test_a_users_gc_disable_is_respected(gc_on):
 def test_a_pause_ends_at_its_deadline_without_its_owner(gc_on):
     token = pause_gc(seconds=0.05)
     assert not gc.isenabled()
-    assert gc_resumed.wait(10), "the deadline thread did not end the pause"
+    assert _runtime.gc_resumed.wait(10), "the deadline thread did not end the pause"
     assert gc.isenabled()
     resume_gc(token)  # its owner, later: nothing
     assert gc.isenabled()
@@ -67,7 +67,7 @@ def test_a_deadline_ends_its_own_pause_and_no_other(gc_on):
     resume_gc(held)
     # The timed pause ended at its deadline, the held one when resumed: only
     # then is the collector back.
-    assert gc_resumed.wait(10)
+    assert _runtime.gc_resumed.wait(10)
     assert gc.isenabled()
 
 
@@ -80,9 +80,9 @@ def test_a_child_forked_during_a_pause_has_its_gc_back(gc_on):
         pid = os.fork()
         if pid == 0:  # the child: report, and never return into pytest
             try:
-                ok = gc.isenabled() and gc_resumed.is_set()
+                ok = gc.isenabled() and _runtime.gc_resumed.is_set()
                 again = pause_gc(seconds=0.01)
-                ok = ok and not gc.isenabled() and gc_resumed.wait(10) and gc.isenabled()
+                ok = ok and not gc.isenabled() and _runtime.gc_resumed.wait(10) and gc.isenabled()
                 resume_gc(again)
                 os.write(write, b"1" if ok else b"0")
             finally:
@@ -112,7 +112,7 @@ def test_a_lost_untimed_pause_ends_at_the_next_pause_after_its_backstop(gc_on, m
     monkeypatch.setattr(_runtime, "GC_BACKSTOP", 60.0)
     with no_gc():
         pass
-    assert gc.isenabled() and gc_resumed.is_set()
+    assert gc.isenabled() and _runtime.gc_resumed.is_set()
 
 
 @pytest.mark.timeout(30)
@@ -120,4 +120,4 @@ def test_a_bound_of_years_leaves_the_deadline_thread_working(gc_on):
     years = pause_gc(seconds=1e12)  # above what Condition.wait takes at once
     pause_gc(seconds=0.05)
     resume_gc(years)
-    assert gc_resumed.wait(10), "the deadline thread no longer ends pauses"
+    assert _runtime.gc_resumed.wait(10), "the deadline thread no longer ends pauses"

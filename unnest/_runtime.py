@@ -426,12 +426,11 @@ def _gc_after_fork() -> None:
     # The child has no deadline thread and none of the parent's calls: its
     # collector is back as it was before the first pause. The fork happened
     # with the lock held (before=), so the state is whole: no pause half made.
-    # The locks are made anew, as the standard library does for its own
-    # (another thread of the parent may have held the event's).
-    for made in (_gc_lock, gc_resumed):
-        reinit = getattr(made, "_at_fork_reinit", None)  # CPython 3.9+
-        if reinit is not None:
-            reinit()
+    # The lock and the event are made anew (another thread of the parent may
+    # have held the event's own lock); everything looks both up by name.
+    global _gc_lock, gc_resumed
+    _gc_lock = threading.Lock()
+    gc_resumed = threading.Event()
     _gc_watchdog.clear()
     _gc_next[0] = float("inf")
     if _gc_pauses:
@@ -441,9 +440,19 @@ def _gc_after_fork() -> None:
     gc_resumed.set()
 
 
+def _gc_before_fork() -> None:
+    _gc_lock.acquire()
+
+
+def _gc_after_fork_in_parent() -> None:
+    _gc_lock.release()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=_gc_lock.acquire, after_in_parent=_gc_lock.release, after_in_child=_gc_after_fork
+        before=_gc_before_fork,
+        after_in_parent=_gc_after_fork_in_parent,
+        after_in_child=_gc_after_fork,
     )
 
 
