@@ -758,6 +758,16 @@ def test_a_call_with_many_placeholders_pauses_the_gc_until_it_ends(mp_client, gc
     assert gc.isenabled()
 
 
+def test_a_big_call_leaves_no_thread_behind(gc_on):
+    # distributed.utils_test's fixtures fail a test that leaves a thread
+    # alive: the first big call in a process started a lasting one.
+    before = set(threading.enumerate())
+    assert unnest.unwrap([Probe("p"), many_done()])[0] == "p"
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+        assert not thread.is_alive(), thread
+
+
 def test_a_small_call_pauses_the_gc_only_while_it_walks(mp_client, gc_on):
     probe = Probe("p")
     futures = mp_client.map(inc, range(10), pure=False)

@@ -336,14 +336,16 @@ def seceded() -> contextlib.AbstractContextManager[None]:
 # Pauses nest and overlap across threads: the first one disables the
 # collector if it was enabled, the last one ends re-enables it, so a user's own
 # gc.disable() before the first is respected. A pause of a call is bounded
-# (``unnest.gc-pause``): a daemon thread ends it when the time is up, whatever
-# the call's loop is doing, so a long wait never holds the collector off.
+# (``unnest.gc-pause``): a timer thread of its own ends it when the time is
+# up, whatever the call's loop is doing, so a long wait never holds the
+# collector off; the timer is cancelled (and its thread ends) with the pause,
+# so no thread outlives the call (distributed's test utilities check that).
 
 _gc_lock = threading.Lock()
 _gc_pauses: dict[object, float] = {}  # pause -> its deadline
+_gc_timers: dict[object, threading.Timer] = {}  # a timed pause -> its timer
 _gc_resume = False  # the collector was enabled when the first pause began
-_gc_watchdog: list[threading.Condition] = []  # the deadline thread, once started
-_gc_next = [float("inf")]  # the deadline the thread sleeps until
+_gc_next = [float("inf")]  # the nearest deadline
 gc_resumed = threading.Event()  # set while no pause is on (tests wait on it)
 gc_resumed.set()
 
@@ -357,13 +359,19 @@ def pause_gc(seconds: float | None = None) -> object:
     """Start a pause of the cyclic GC; return its token for :func:`resume_gc`.
 
     ``seconds``: it ends by itself after that long, whatever its owner does (a
-    daemon thread, ``unnest-gc``, started on the first such pause, ends it).
-    None: meant to be ended by :func:`resume_gc`; after :data:`GC_BACKSTOP`
-    seconds the next pause or resume ends it.
+    daemon timer thread, ``unnest-gc``, ends it). None: meant to be ended by
+    :func:`resume_gc`; after :data:`GC_BACKSTOP` seconds the next pause or
+    resume ends it.
     """
     global _gc_resume
     token = object()
     now = time.monotonic()
+    timer = None
+    if seconds is not None:
+        # Condition.wait takes at most TIMEOUT_MAX: a longer bound is that.
+        timer = threading.Timer(min(max(seconds, 0.0), threading.TIMEOUT_MAX), resume_gc, (token,))
+        timer.name = "unnest-gc"
+        timer.daemon = True
     with _gc_lock:
         if now >= _gc_next[0]:
             _expire(now)
@@ -373,10 +381,11 @@ def pause_gc(seconds: float | None = None) -> object:
             gc_resumed.clear()
         deadline = now + (GC_BACKSTOP if seconds is None else seconds)
         _gc_pauses[token] = deadline
-        if deadline < _gc_next[0]:
-            _gc_next[0] = deadline
-            if seconds is not None:  # sooner than the thread would wake: tell it
-                _watch_gc().notify()
+        _gc_next[0] = min(_gc_next[0], deadline)
+        if timer is not None:
+            _gc_timers[token] = timer
+    if timer is not None:
+        timer.start()  # after the lock: resumed meanwhile, it ends at once
     return token
 
 
@@ -389,37 +398,22 @@ def resume_gc(token: object) -> None:
             _expire(now)
 
 
-def _expire(now: float) -> None:
-    """End the pauses whose deadline has passed (under the lock)."""
-    for token, deadline in list(_gc_pauses.items()):
-        if deadline <= now:
-            _end_pause(token)
-    _gc_next[0] = min(_gc_pauses.values(), default=float("inf"))
-
-
 def _end_pause(token: object) -> None:
+    timer = _gc_timers.pop(token, None)
+    if timer is not None:
+        timer.cancel()
     if _gc_pauses.pop(token, None) is not None and not _gc_pauses:
         if _gc_resume:
             gc.enable()
         gc_resumed.set()
 
 
-def _watch_gc() -> threading.Condition:
-    """The condition the deadline thread waits on (started on first use; under the lock)."""
-    if not _gc_watchdog:
-        wake = threading.Condition(_gc_lock)
-        _gc_watchdog.append(wake)
-        threading.Thread(target=_gc_deadlines, args=(wake,), name="unnest-gc", daemon=True).start()
-    return _gc_watchdog[0]
-
-
-def _gc_deadlines(wake: threading.Condition) -> None:
-    with wake:
-        while True:
-            now = time.monotonic()
-            _expire(now)
-            # A bound of years is waited for in steps (wait() has a maximum).
-            wake.wait(min(_gc_next[0] - now, 3600.0))
+def _expire(now: float) -> None:
+    """End the pauses whose deadline has passed (under the lock)."""
+    for token, deadline in list(_gc_pauses.items()):
+        if deadline <= now:
+            _end_pause(token)
+    _gc_next[0] = min(_gc_pauses.values(), default=float("inf"))
 
 
 def _gc_after_fork() -> None:
@@ -431,7 +425,7 @@ def _gc_after_fork() -> None:
     global _gc_lock, gc_resumed
     _gc_lock = threading.Lock()
     gc_resumed = threading.Event()
-    _gc_watchdog.clear()
+    _gc_timers.clear()  # their threads are the parent's
     _gc_next[0] = float("inf")
     if _gc_pauses:
         _gc_pauses.clear()
