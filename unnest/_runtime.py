@@ -368,7 +368,7 @@ def pause_gc(seconds: float | None = None) -> object:
     now = time.monotonic()
     timer = None
     if seconds is not None:
-        # Condition.wait takes at most TIMEOUT_MAX: a longer bound is that.
+        # A wait takes at most TIMEOUT_MAX: a longer bound is that.
         timer = threading.Timer(min(max(seconds, 0.0), threading.TIMEOUT_MAX), resume_gc, (token,))
         timer.name = "unnest-gc"
         timer.daemon = True
@@ -417,7 +417,7 @@ def _expire(now: float) -> None:
 
 
 def _gc_after_fork() -> None:
-    # The child has no deadline thread and none of the parent's calls: its
+    # The child has none of the parent's timers or calls: its
     # collector is back as it was before the first pause. The fork happened
     # with the lock held (before=), so the state is whole: no pause half made.
     # The lock and the event are made anew (another thread of the parent may
@@ -471,13 +471,9 @@ def no_gc() -> Iterator[None]:
 def gc_pause_seconds() -> float:
     """How long a call with many placeholders may keep the GC paused (``unnest.gc-pause``).
 
-    0 (also ``None``): no pause.
+    0 (also ``None``, which dask parses as None): no pause.
     """
-    import dask
-
-    if dask.config.get("unnest.gc-pause", "5s") is None:
-        return 0.0
-    return config_seconds("unnest.gc-pause", "5s")
+    return config_seconds("unnest.gc-pause", "5s") or 0.0
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,7 @@ from unnest._runtime import (
     gc_pause_seconds,
     guarded,
     in_loop_thread,
+    no_gc,
     pause_gc,
     private_loop,
     resume_gc,
@@ -168,17 +169,15 @@ class Call:
 
     def begin(self, obj: Any) -> Any:
         """Walk the input; return its value, or ``self.graph.root`` if pending."""
-        walking = pause_gc()
-        try:
-            out = self.graph.walk_input(obj)
-            if out is self.graph.root:
-                self.pause_gc()  # before the walk's pause ends: no collection between
-                self._decide_client()
-        except BaseException:
-            self.resume_gc()  # the call will not run
-            raise
-        finally:
-            resume_gc(walking)
+        with no_gc():
+            try:
+                out = self.graph.walk_input(obj)
+                if out is self.graph.root:
+                    self.pause_gc()  # before the walk's pause ends: no collection between
+                    self._decide_client()
+            except BaseException:
+                self.resume_gc()  # the call will not run
+                raise
         if out is SAME:
             return obj
         return out
@@ -341,8 +340,7 @@ class Call:
 
     def start(self) -> None:
         """Hand every placeholder discovered since the last call to its engine."""
-        if self.gc_pause is None:
-            self.pause_gc()  # values revealed many placeholders
+        self.pause_gc()  # if values revealed many placeholders
         collections = []
         for node in self.graph.take_new():
             kind = node.kind
